@@ -1,0 +1,305 @@
+//! The gzip codec: bytes in, bytes out. No HTTP, no async.
+//!
+//! A gzip member (RFC 1952) is a fixed 10-byte header, a raw deflate stream (RFC 1951) and an 8-byte
+//! trailer (CRC-32 and length of the input). We drive flate2's raw deflate (`Compress::new(level,
+//! false)`) and write the framing ourselves with `crc32fast`: flate2's own gzip CRC is slow on small
+//! chunks in zlib-rs builds (see `shared/notes/perf.md`), and owning the framing lets us emit the
+//! header lazily with the first output.
+//!
+//! Invariants:
+//! - `flush` emits a sync-flush block only if input was written since the previous flush, so idle
+//!   flushes cost nothing and never emit another `00 00 ff ff` marker.
+//! - After `flush` returns, every byte written so far can be decoded from the output so far.
+//! - Compressed output is copied out of a fixed scratch buffer that was zeroed once; this avoids
+//!   `compress_vec`, which zero-fills all spare capacity on every call.
+
+use bytes::BytesMut;
+use flate2::{Compress, Compression, FlushCompress, Status};
+
+use crate::error::CompressError;
+
+/// Size of the buffer the deflate stream writes into before the bytes are copied to the output.
+const SCRATCH_LEN: usize = 16 * 1024;
+
+/// The gzip framing for an empty input: header, an empty final stored block (`03 00`), CRC 0, size 0.
+///
+/// Sent when a compressed response turns out to have no data, without allocating a compressor.
+/// Clients accept it everywhere; an empty body under `Content-Encoding: gzip` is rejected by
+/// some decoders (Python's `zlib` among them).
+pub(crate) const EMPTY_GZIP_MEMBER: [u8; 20] = [
+    0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff, 0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0,
+];
+
+/// A streaming gzip encoder.
+pub(crate) struct GzipEncoder {
+    deflate: Compress,
+    crc: crc32fast::Hasher,
+    /// Input length modulo 2^32: gzip's ISIZE field is defined that way (RFC 1952 §2.3.1).
+    input_len: u32,
+    /// The 10-byte header goes out with the first output, so an encoder that is never fed costs no bytes.
+    header_written: bool,
+    /// Input has been written since the last flush.
+    dirty: bool,
+    /// Output level byte for the header's XFL field.
+    xfl: u8,
+    scratch: Box<[u8]>,
+}
+
+impl GzipEncoder {
+    /// Creates an encoder at `level` (0 = stored, 1 = fastest, 9 = best; larger values are clamped).
+    pub(crate) fn new(level: u32) -> Self {
+        let level = level.min(9);
+        Self {
+            deflate: Compress::new(Compression::new(level), false),
+            crc: crc32fast::Hasher::new(),
+            input_len: 0,
+            header_written: false,
+            dirty: false,
+            // RFC 1952 §2.3.1: XFL 2 = "maximum compression", 4 = "fastest algorithm".
+            xfl: match level {
+                9 => 2,
+                1 => 4,
+                _ => 0,
+            },
+            scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
+        }
+    }
+
+    /// Compresses `input`, appending whatever the deflate stream emits to `out`.
+    ///
+    /// Deflate keeps most of the input internally until a flush; `out` may receive nothing.
+    pub(crate) fn write(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), CompressError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.crc.update(input);
+        self.input_len = self.input_len.wrapping_add(input.len() as u32);
+        self.dirty = true;
+        let mut rest = input;
+        while !rest.is_empty() {
+            let (consumed, _) = self.run(rest, FlushCompress::None, out)?;
+            rest = &rest[consumed..];
+        }
+        Ok(())
+    }
+
+    /// Sync-flushes the deflate stream so everything written so far is decodable from `out`.
+    ///
+    /// Does nothing (and emits nothing) if no input arrived since the previous flush.
+    pub(crate) fn flush(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        // zlib's contract: the flush is complete once a call leaves output space unused.
+        loop {
+            let (_, produced) = self.run(&[], FlushCompress::Sync, out)?;
+            if produced < SCRATCH_LEN {
+                break;
+            }
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Ends the deflate stream and appends the gzip trailer. The encoder must not be used afterwards.
+    pub(crate) fn finish(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
+        loop {
+            let before = self.deflate.total_out();
+            let status = self.deflate.compress(&[], &mut self.scratch, FlushCompress::Finish)?;
+            let produced = (self.deflate.total_out() - before) as usize;
+            self.emit(produced, out);
+            match status {
+                Status::StreamEnd => break,
+                // More output is pending only if the scratch buffer was filled.
+                Status::Ok | Status::BufError if produced > 0 => continue,
+                Status::Ok | Status::BufError => return Err(CompressError::stalled()),
+            }
+        }
+        let crc = self.crc.clone().finalize();
+        out.extend_from_slice(&crc.to_le_bytes());
+        out.extend_from_slice(&self.input_len.to_le_bytes());
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// One deflate call into the scratch buffer; returns (input consumed, output produced).
+    fn run(
+        &mut self,
+        input: &[u8],
+        flush: FlushCompress,
+        out: &mut BytesMut,
+    ) -> Result<(usize, usize), CompressError> {
+        let (in_before, out_before) = (self.deflate.total_in(), self.deflate.total_out());
+        self.deflate.compress(input, &mut self.scratch, flush)?;
+        let consumed = (self.deflate.total_in() - in_before) as usize;
+        let produced = (self.deflate.total_out() - out_before) as usize;
+        if consumed == 0 && produced == 0 && !input.is_empty() {
+            // Deflate with free output space always makes progress; guard against a spin anyway.
+            return Err(CompressError::stalled());
+        }
+        self.emit(produced, out);
+        Ok((consumed, produced))
+    }
+
+    fn emit(&mut self, produced: usize, out: &mut BytesMut) {
+        if produced == 0 {
+            return;
+        }
+        if !self.header_written {
+            self.header_written = true;
+            // ID1 ID2 CM=deflate FLG=0 MTIME=0 (deterministic output) XFL OS=255 (unknown).
+            out.extend_from_slice(&[0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, self.xfl, 0xff]);
+        }
+        out.extend_from_slice(&self.scratch[..produced]);
+    }
+}
+
+impl std::fmt::Debug for GzipEncoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GzipEncoder")
+            .field("total_in", &self.deflate.total_in())
+            .field("total_out", &self.deflate.total_out())
+            .field("dirty", &self.dirty)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    fn gunzip(bytes: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(bytes)
+            .read_to_end(&mut out)
+            .expect("valid gzip");
+        out
+    }
+
+    /// Decodes a possibly unfinished gzip stream as far as it goes (what a streaming client sees).
+    fn gunzip_prefix(bytes: &[u8]) -> Vec<u8> {
+        let mut dec = flate2::write::GzDecoder::new(Vec::new());
+        dec.write_all(bytes).expect("valid gzip prefix");
+        dec.flush().unwrap();
+        dec.get_ref().clone()
+    }
+
+    fn json(n: usize) -> Vec<u8> {
+        (0..n)
+            .map(|i| format!("{{\"id\":{i},\"name\":\"item {i}\",\"ok\":true}}\n"))
+            .collect::<String>()
+            .into_bytes()
+    }
+
+    #[test]
+    fn round_trip_through_gz_decoder() {
+        let input = json(2000);
+        let mut enc = GzipEncoder::new(6);
+        let mut out = BytesMut::new();
+        enc.write(&input, &mut out).unwrap();
+        enc.finish(&mut out).unwrap();
+        assert_eq!(gunzip(&out), input);
+        assert!(out.len() < input.len() / 4);
+    }
+
+    #[test]
+    fn empty_input_finishes_to_a_valid_member() {
+        let mut enc = GzipEncoder::new(6);
+        let mut out = BytesMut::new();
+        enc.finish(&mut out).unwrap();
+        assert_eq!(gunzip(&out), b"");
+        assert_eq!(gunzip(&EMPTY_GZIP_MEMBER), b"");
+    }
+
+    #[test]
+    fn flush_makes_everything_so_far_decodable() {
+        let mut enc = GzipEncoder::new(6);
+        let mut out = BytesMut::new();
+        let mut sent = Vec::new();
+        for i in 0..50 {
+            let line = format!("data: token {i}\n\n");
+            enc.write(line.as_bytes(), &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
+            sent.extend_from_slice(line.as_bytes());
+            assert!(out.ends_with(&[0, 0, 0xff, 0xff]), "sync flush marker");
+            assert_eq!(gunzip_prefix(&out), sent);
+        }
+        enc.finish(&mut out).unwrap();
+        assert_eq!(gunzip(&out), sent);
+    }
+
+    #[test]
+    fn repeated_flush_emits_at_most_one_sync_block() {
+        let mut enc = GzipEncoder::new(6);
+        let mut out = BytesMut::new();
+        enc.flush(&mut out).unwrap();
+        assert!(out.is_empty(), "flush with no input emits nothing, not even the header");
+        enc.write(b"hello", &mut out).unwrap();
+        enc.flush(&mut out).unwrap();
+        let after_first = out.len();
+        enc.flush(&mut out).unwrap();
+        enc.flush(&mut out).unwrap();
+        assert_eq!(out.len(), after_first);
+    }
+
+    #[test]
+    fn one_byte_writes_round_trip() {
+        let input = json(100);
+        let mut enc = GzipEncoder::new(1);
+        let mut out = BytesMut::new();
+        for b in &input {
+            enc.write(std::slice::from_ref(b), &mut out).unwrap();
+        }
+        enc.finish(&mut out).unwrap();
+        assert_eq!(gunzip(&out), input);
+    }
+
+    #[test]
+    fn incompressible_input_larger_than_scratch_round_trips() {
+        // xorshift bytes: deflate output exceeds the scratch buffer many times over.
+        let mut x: u64 = 0x9e3779b97f4a7c15;
+        let input: Vec<u8> = (0..300_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        for level in [0, 1, 6, 9] {
+            let mut enc = GzipEncoder::new(level);
+            let mut out = BytesMut::new();
+            enc.write(&input, &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
+            enc.write(&input[..1000], &mut out).unwrap();
+            enc.finish(&mut out).unwrap();
+            let mut expected = input.clone();
+            expected.extend_from_slice(&input[..1000]);
+            assert_eq!(gunzip(&out), expected, "level {level}");
+        }
+    }
+
+    #[test]
+    fn header_is_deterministic_and_records_level() {
+        for (level, xfl) in [(1, 4), (6, 0), (9, 2), (42, 2)] {
+            let mut enc = GzipEncoder::new(level);
+            let mut out = BytesMut::new();
+            enc.write(b"x", &mut out).unwrap();
+            enc.finish(&mut out).unwrap();
+            assert_eq!(&out[..10], &[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, xfl, 0xff]);
+        }
+    }
+
+    #[test]
+    fn trailer_holds_crc_and_length() {
+        let input = b"The quick brown fox jumps over the lazy dog";
+        let mut enc = GzipEncoder::new(6);
+        let mut out = BytesMut::new();
+        enc.write(input, &mut out).unwrap();
+        enc.finish(&mut out).unwrap();
+        let n = out.len();
+        assert_eq!(&out[n - 8..n - 4], &0x414f_a339u32.to_le_bytes());
+        assert_eq!(&out[n - 4..], &(input.len() as u32).to_le_bytes());
+    }
+}

@@ -1,0 +1,81 @@
+//! Settings shared by the layer, the service and every response future.
+
+use std::fmt;
+
+use crate::media::MediaTypeFilter;
+use crate::predicate::{Predicate, PredicatesDebug};
+
+/// When the compressor is flushed, so the client can decode what it has received.
+///
+/// Both policies also flush at the end of the body. Each flush costs a few bytes (a 4-byte empty
+/// sync block plus the end of the current deflate block) and resets part of the compressor's
+/// lookahead, so flushing more often than needed makes the output larger.
+///
+/// ```
+/// use tower_gzip::{FlushPolicy, GzipLayer};
+///
+/// let layer = GzipLayer::new().flush_policy(FlushPolicy::EveryFrame);
+/// # let _ = layer;
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FlushPolicy {
+    /// Flush whenever the inner body has no frame ready (it returns `Pending`). The default.
+    ///
+    /// Frames the inner body yields back to back are compressed together, so a body produced in tiny
+    /// chunks compresses as well as one big chunk, while every chunk still reaches the client as
+    /// soon as the handler stops producing: nothing is held back while the handler waits.
+    #[default]
+    OnStall,
+    /// Flush after every data frame, so each frame the handler produced is decodable on its own.
+    ///
+    /// Costs more bytes and CPU for bodies made of many small ready frames; use it when frame
+    /// boundaries matter to the client even when frames arrive back to back.
+    EveryFrame,
+}
+
+/// Default gzip level: zlib's own default, a good ratio at about 110 MB/s with zlib-rs.
+pub(crate) const DEFAULT_LEVEL: u32 = 6;
+
+/// Default minimum size of a body with a known length.
+///
+/// Below about 256 bytes gzip saves a few dozen bytes at most (it adds 18 bytes of framing), the
+/// response fits in one TCP segment either way, and allocating a deflate state (about 300 KiB)
+/// costs more than it saves.
+pub(crate) const DEFAULT_MIN_SIZE: u64 = 256;
+
+#[derive(Clone)]
+pub(crate) struct Config {
+    pub(crate) level: u32,
+    pub(crate) min_size: u64,
+    pub(crate) flush: FlushPolicy,
+    pub(crate) media_types: MediaTypeFilter,
+    pub(crate) respect_no_transform: bool,
+    pub(crate) predicates: Vec<Predicate>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            level: DEFAULT_LEVEL,
+            min_size: DEFAULT_MIN_SIZE,
+            flush: FlushPolicy::default(),
+            media_types: MediaTypeFilter::default(),
+            respect_no_transform: true,
+            predicates: Vec::new(),
+        }
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("level", &self.level)
+            .field("min_size", &self.min_size)
+            .field("flush", &self.flush)
+            .field("media_types", &self.media_types)
+            .field("respect_no_transform", &self.respect_no_transform)
+            .field("predicates", &PredicatesDebug(&self.predicates))
+            .finish()
+    }
+}
