@@ -156,7 +156,9 @@ where
                 }
                 Poll::Ready(frame.map(|frame| {
                     frame
-                        .map(|frame| frame.map_data(|mut data| data.copy_to_bytes(data.remaining())))
+                        .map(|frame| {
+                            frame.map_data(|mut data| data.copy_to_bytes(data.remaining()))
+                        })
                         .map_err(Into::into)
                 }))
             }

@@ -152,7 +152,13 @@ fn has_no_transform(headers: &HeaderMap) -> bool {
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers.get(CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    headers
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// Rewrites the headers of a response that will be sent gzip-coded.
@@ -245,17 +251,29 @@ mod tests {
             (&[], &[b"Accept-Encoding"]),
             (&[("vary", b"Origin")], &[b"Origin, Accept-Encoding"]),
             (&[("vary", b"accept-encoding")], &[b"accept-encoding"]),
-            (&[("vary", b"Origin, ACCEPT-ENCODING")], &[b"Origin, ACCEPT-ENCODING"]),
+            (
+                &[("vary", b"Origin, ACCEPT-ENCODING")],
+                &[b"Origin, ACCEPT-ENCODING"],
+            ),
             (&[("vary", b"*")], &[b"*"]),
-            (&[("vary", b"Origin"), ("vary", b"Cookie")], &[b"Origin, Cookie, Accept-Encoding"]),
+            (
+                &[("vary", b"Origin"), ("vary", b"Cookie")],
+                &[b"Origin, Cookie, Accept-Encoding"],
+            ),
             (
                 &[("vary", b"Origin"), ("vary", b"Accept-Encoding")],
                 &[b"Origin", b"Accept-Encoding"],
             ),
-            (&[("vary", b"Accept-Encoding-Foo")], &[b"Accept-Encoding-Foo, Accept-Encoding"]),
+            (
+                &[("vary", b"Accept-Encoding-Foo")],
+                &[b"Accept-Encoding-Foo, Accept-Encoding"],
+            ),
             (&[("vary", b" , Origin ,, ")], &[b"Origin, Accept-Encoding"]),
             (&[("vary", b"")], &[b"Accept-Encoding"]),
-            (&[("vary", b"X-\xe9t\xe9")], &[b"X-\xe9t\xe9, Accept-Encoding"]),
+            (
+                &[("vary", b"X-\xe9t\xe9")],
+                &[b"X-\xe9t\xe9, Accept-Encoding"],
+            ),
         ];
         for (before, after) in cases {
             let expected: Vec<Vec<u8>> = after.iter().map(|v| v.to_vec()).collect();
@@ -275,7 +293,11 @@ mod tests {
         for (before, after) in cases {
             let mut map = headers(&[("etag", before)]);
             weaken_etag(&mut map);
-            assert_eq!(map.get(ETAG).map(|v| v.as_bytes()), *after, "ETag: {before:?}");
+            assert_eq!(
+                map.get(ETAG).map(|v| v.as_bytes()),
+                *after,
+                "ETag: {before:?}"
+            );
         }
     }
 
@@ -304,10 +326,21 @@ mod tests {
             b"max-age=60,NO-TRANSFORM",
             b" no-transform ",
         ] {
-            assert!(has_no_transform(&headers(&[("cache-control", value)])), "{value:?}");
+            assert!(
+                has_no_transform(&headers(&[("cache-control", value)])),
+                "{value:?}"
+            );
         }
-        for value in [&b"no-store"[..], b"no-transformer", b"x=\"no-transform-ish\"", b"\xff"] {
-            assert!(!has_no_transform(&headers(&[("cache-control", value)])), "{value:?}");
+        for value in [
+            &b"no-store"[..],
+            b"no-transformer",
+            b"x=\"no-transform-ish\"",
+            b"\xff",
+        ] {
+            assert!(
+                !has_no_transform(&headers(&[("cache-control", value)])),
+                "{value:?}"
+            );
         }
         assert!(has_no_transform(&headers(&[
             ("cache-control", b"public"),
@@ -317,10 +350,16 @@ mod tests {
 
     #[test]
     fn content_length_parsing() {
-        assert_eq!(content_length(&headers(&[("content-length", b"42")])), Some(42));
+        assert_eq!(
+            content_length(&headers(&[("content-length", b"42")])),
+            Some(42)
+        );
         assert_eq!(content_length(&headers(&[("content-length", b"-1")])), None);
         assert_eq!(content_length(&headers(&[("content-length", b"4x")])), None);
-        assert_eq!(content_length(&headers(&[("content-length", b"\xff")])), None);
+        assert_eq!(
+            content_length(&headers(&[("content-length", b"\xff")])),
+            None
+        );
         assert_eq!(content_length(&headers(&[])), None);
     }
 }

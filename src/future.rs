@@ -12,7 +12,9 @@ use pin_project_lite::pin_project;
 
 use crate::body::GzipBody;
 use crate::config::Config;
-use crate::decision::{add_vary_accept_encoding, decide, set_gzip_headers, BodyLength, Decision, RequestFacts};
+use crate::decision::{
+    add_vary_accept_encoding, decide, set_gzip_headers, BodyLength, Decision, RequestFacts,
+};
 use crate::BoxError;
 
 pin_project! {

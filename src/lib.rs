@@ -144,7 +144,9 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(any(feature = "zlib-rs", feature = "miniz")))]
-compile_error!("tower-gzip needs a deflate backend: enable the `zlib-rs` (default) or `miniz` feature");
+compile_error!(
+    "tower-gzip needs a deflate backend: enable the `zlib-rs` (default) or `miniz` feature"
+);
 
 mod body;
 mod codec;

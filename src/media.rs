@@ -55,7 +55,10 @@ impl Default for MediaTypeFilter {
     fn default() -> Self {
         Self {
             skip: DEFAULT_SKIPPED.iter().map(|p| Cow::Borrowed(*p)).collect(),
-            compress: DEFAULT_COMPRESSED.iter().map(|p| Cow::Borrowed(*p)).collect(),
+            compress: DEFAULT_COMPRESSED
+                .iter()
+                .map(|p| Cow::Borrowed(*p))
+                .collect(),
         }
     }
 }

@@ -51,16 +51,16 @@ pub(crate) fn negotiate<'a>(values: impl IntoIterator<Item = &'a HeaderValue>) -
             let Some((coding, q)) = parse_element(element) else {
                 continue;
             };
-            let slot = if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip")
-            {
-                &mut gzip
-            } else if coding.eq_ignore_ascii_case("identity") {
-                &mut identity
-            } else if coding == "*" {
-                &mut star
-            } else {
-                continue;
-            };
+            let slot =
+                if coding.eq_ignore_ascii_case("gzip") || coding.eq_ignore_ascii_case("x-gzip") {
+                    &mut gzip
+                } else if coding.eq_ignore_ascii_case("identity") {
+                    &mut identity
+                } else if coding == "*" {
+                    &mut star
+                } else {
+                    continue;
+                };
             // A coding listed twice gets its highest weight.
             *slot = Some(slot.map_or(q, |old| old.max(q)));
         }
@@ -194,7 +194,11 @@ mod tests {
             ("gzip=1", Identity),
         ];
         for (value, expected) in cases {
-            assert_eq!(pick(&[value.as_bytes()]), *expected, "Accept-Encoding: {value:?}");
+            assert_eq!(
+                pick(&[value.as_bytes()]),
+                *expected,
+                "Accept-Encoding: {value:?}"
+            );
         }
     }
 
