@@ -110,26 +110,99 @@ impl<B> GzipBody<B> {
     }
 
     /// Whether this body compresses (`false` for responses passed through unchanged).
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http_body_util::Full;
+    /// # use tower::{service_fn, ServiceExt};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let svc = tower_gzip::Gzip::new(service_fn(|_req: http::Request<()>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("x".repeat(1000)))))
+    /// # }));
+    /// # let request = http::Request::builder().header("accept-encoding", "gzip").body(()).unwrap();
+    /// let mut body = svc.oneshot(request).await.unwrap().into_body();
+    /// assert!(body.is_compressing());
+    /// # });
+    /// ```
     pub fn is_compressing(&self) -> bool {
         !matches!(self.state, State::Passthrough)
     }
 
     /// The wrapped body.
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http_body_util::Full;
+    /// # use tower::{service_fn, ServiceExt};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let svc = tower_gzip::Gzip::new(service_fn(|_req: http::Request<()>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("x".repeat(1000)))))
+    /// # }));
+    /// # let request = http::Request::builder().header("accept-encoding", "gzip").body(()).unwrap();
+    /// let mut body = svc.oneshot(request).await.unwrap().into_body();
+    /// assert_eq!(http_body::Body::size_hint(body.get_ref()).exact(), Some(1000));
+    /// # });
+    /// ```
     pub fn get_ref(&self) -> &B {
         &self.inner
     }
 
     /// The wrapped body, mutably. Taking frames out of it directly corrupts the compressed stream.
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http_body_util::Full;
+    /// # use tower::{service_fn, ServiceExt};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let svc = tower_gzip::Gzip::new(service_fn(|_req: http::Request<()>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("x".repeat(1000)))))
+    /// # }));
+    /// # let request = http::Request::builder().header("accept-encoding", "gzip").body(()).unwrap();
+    /// let mut body = svc.oneshot(request).await.unwrap().into_body();
+    /// let inner: &mut Full<Bytes> = body.get_mut();
+    /// # let _ = inner;
+    /// # });
+    /// ```
     pub fn get_mut(&mut self) -> &mut B {
         &mut self.inner
     }
 
     /// The wrapped body, pinned.
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http_body_util::Full;
+    /// # use tower::{service_fn, ServiceExt};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let svc = tower_gzip::Gzip::new(service_fn(|_req: http::Request<()>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("x".repeat(1000)))))
+    /// # }));
+    /// # let request = http::Request::builder().header("accept-encoding", "gzip").body(()).unwrap();
+    /// let mut body = svc.oneshot(request).await.unwrap().into_body();
+    /// let inner = std::pin::Pin::new(&mut body).get_pin_mut();
+    /// assert!(!http_body::Body::is_end_stream(&*inner));
+    /// # });
+    /// ```
     pub fn get_pin_mut(self: Pin<&mut Self>) -> Pin<&mut B> {
         self.project().inner
     }
 
     /// Unwraps the inner body, dropping any compression state.
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http_body_util::Full;
+    /// # use tower::{service_fn, ServiceExt};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let svc = tower_gzip::Gzip::new(service_fn(|_req: http::Request<()>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("x".repeat(1000)))))
+    /// # }));
+    /// # let request = http::Request::builder().header("accept-encoding", "gzip").body(()).unwrap();
+    /// let mut body = svc.oneshot(request).await.unwrap().into_body();
+    /// let inner: Full<Bytes> = body.into_inner();
+    /// # let _ = inner;
+    /// # });
+    /// ```
     pub fn into_inner(self) -> B {
         self.inner
     }

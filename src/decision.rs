@@ -245,9 +245,12 @@ mod tests {
             .collect()
     }
 
+    /// Response headers before, and the `Vary` field lines expected after.
+    type VaryCase<'a> = (&'a [(&'a str, &'a [u8])], &'a [&'a [u8]]);
+
     #[test]
     fn vary_table() {
-        let cases: &[(&[(&str, &[u8])], &[&[u8]])] = &[
+        let cases: &[VaryCase<'_>] = &[
             (&[], &[b"Accept-Encoding"]),
             (&[("vary", b"Origin")], &[b"Origin, Accept-Encoding"]),
             (&[("vary", b"accept-encoding")], &[b"accept-encoding"]),
