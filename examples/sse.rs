@@ -143,11 +143,14 @@ async fn main() {
     let url = format!("http://{addr}");
     println!("tower-gzip SSE example listening on {url}");
     println!("  open {url}/ in a browser");
-    println!("  curl -N {url}/sse                       # SSE, not compressed (default skip list)");
+    println!("  curl -N --compressed {url}/sse          # SSE, not compressed (default skip list)");
     println!("  curl -N --compressed {url}/sse-gzip     # SSE compressed, still token by token");
     println!("  curl -N --compressed {url}/ndjson       # NDJSON, gzip, flushed per token");
-    println!("  curl -sN -D - --compressed {url}/ndjson # the same, with the response headers");
-    println!("  curl -sN -H 'accept-encoding: gzip' {url}/ndjson | od -c   # raw gzip bytes");
+    println!("  curl -sN --compressed -D - {url}/ndjson # the same, with the response headers");
+    println!("  # raw gzip bytes on the wire, with arrival times (one small frame per token):");
+    println!(
+        "  curl -sN -H 'accept-encoding: gzip' --trace-time --trace-ascii - -o /dev/null {url}/ndjson | grep --line-buffered 'Recv data'"
+    );
     println!(
         "  curl --compressed -s -o /dev/null -w '%{{size_download}} bytes\\n' {url}/large.json"
     );
