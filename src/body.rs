@@ -20,7 +20,8 @@ use http::HeaderMap;
 use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
-use crate::codec::{GzipEncoder, EMPTY_GZIP_MEMBER};
+use crate::budget::StreamPermit;
+use crate::codec::{EncoderSettings, GzipEncoder, EMPTY_GZIP_MEMBER};
 use crate::{BoxError, FlushPolicy};
 
 /// Input bytes compressed per `poll_frame` call before control goes back to the caller.
@@ -78,8 +79,10 @@ enum State {
 /// Per-body compression state. The deflate state is created on the first non-empty data frame.
 struct Compressor {
     encoder: Option<GzipEncoder>,
-    level: u32,
+    settings: EncoderSettings,
     flush: FlushPolicy,
+    /// Counts this response among the layer's live streams until the compressor is dropped.
+    _permit: StreamPermit,
     /// The part of the current inner data frame not compressed yet.
     input: Bytes,
     /// Compressed bytes not yielded yet.
@@ -95,14 +98,20 @@ impl<B> GzipBody<B> {
         }
     }
 
-    /// Wraps `inner`, compressing it at `level` and flushing per `flush`.
-    pub(crate) fn gzip(inner: B, level: u32, flush: FlushPolicy) -> Self {
+    /// Wraps `inner`, compressing it with `settings` and flushing per `flush`.
+    pub(crate) fn gzip(
+        inner: B,
+        settings: EncoderSettings,
+        flush: FlushPolicy,
+        permit: StreamPermit,
+    ) -> Self {
         Self {
             inner,
             state: State::Compressing(Compressor {
                 encoder: None,
-                level,
+                settings,
                 flush,
+                _permit: permit,
                 input: Bytes::new(),
                 output: BytesMut::new(),
             }),
@@ -305,8 +314,10 @@ impl Compressor {
                 let n = self.input.len().min(budget);
                 let slice = self.input.split_to(n);
                 budget -= n;
-                let level = self.level;
-                let encoder = self.encoder.get_or_insert_with(|| GzipEncoder::new(level));
+                let settings = self.settings;
+                let encoder = self
+                    .encoder
+                    .get_or_insert_with(|| GzipEncoder::new(settings));
                 if let Err(e) = encoder.write(&slice, &mut self.output) {
                     return Poll::Ready(Step::Failed(e.into()));
                 }

@@ -39,6 +39,24 @@ pub(crate) const EMPTY_GZIP_MEMBER: [u8; 20] = [
     0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff, 0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
 
+/// Deflate parameters chosen by the user.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct EncoderSettings {
+    /// 0 = stored, 1 = fastest, 9 = best.
+    pub(crate) level: u32,
+    /// Base-2 logarithm of the deflate window, 9..=15.
+    pub(crate) window_bits: u8,
+}
+
+impl Default for EncoderSettings {
+    fn default() -> Self {
+        Self {
+            level: 6,
+            window_bits: 15,
+        }
+    }
+}
+
 /// A streaming gzip encoder.
 pub(crate) struct GzipEncoder {
     deflate: Compress,
@@ -57,11 +75,11 @@ pub(crate) struct GzipEncoder {
 }
 
 impl GzipEncoder {
-    /// Creates an encoder at `level` (0 = stored, 1 = fastest, 9 = best; larger values are clamped).
-    pub(crate) fn new(level: u32) -> Self {
-        let level = level.min(9);
+    /// Creates an encoder. Out-of-range settings are clamped (level to 9, window bits to 9..=15).
+    pub(crate) fn new(settings: EncoderSettings) -> Self {
+        let level = settings.level.min(9);
         Self {
-            deflate: Compress::new(Compression::new(level), false),
+            deflate: new_deflate(Compression::new(level), settings.window_bits.clamp(9, 15)),
             crc: crc32fast::Hasher::new(),
             input_len: 0,
             header_written: false,
@@ -201,6 +219,18 @@ impl GzipEncoder {
     }
 }
 
+/// A raw deflate stream (no zlib header) with the given window.
+#[cfg(feature = "zlib-rs")]
+fn new_deflate(level: Compression, window_bits: u8) -> Compress {
+    Compress::new_with_window_bits(level, false, window_bits)
+}
+
+/// miniz_oxide always uses a 32 KiB window.
+#[cfg(not(feature = "zlib-rs"))]
+fn new_deflate(level: Compression, _window_bits: u8) -> Compress {
+    Compress::new(level, false)
+}
+
 impl std::fmt::Debug for GzipEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GzipEncoder")
@@ -215,6 +245,13 @@ impl std::fmt::Debug for GzipEncoder {
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+
+    fn level(level: u32) -> EncoderSettings {
+        EncoderSettings {
+            level,
+            ..EncoderSettings::default()
+        }
+    }
 
     fn gunzip(bytes: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -242,7 +279,7 @@ mod tests {
     #[test]
     fn round_trip_through_gz_decoder() {
         let input = json(2000);
-        let mut enc = GzipEncoder::new(6);
+        let mut enc = GzipEncoder::new(level(6));
         let mut out = BytesMut::new();
         enc.write(&input, &mut out).unwrap();
         enc.finish(&mut out).unwrap();
@@ -252,7 +289,7 @@ mod tests {
 
     #[test]
     fn empty_input_finishes_to_a_valid_member() {
-        let mut enc = GzipEncoder::new(6);
+        let mut enc = GzipEncoder::new(level(6));
         let mut out = BytesMut::new();
         enc.finish(&mut out).unwrap();
         assert_eq!(gunzip(&out), b"");
@@ -261,7 +298,7 @@ mod tests {
 
     #[test]
     fn flush_makes_everything_so_far_decodable() {
-        let mut enc = GzipEncoder::new(6);
+        let mut enc = GzipEncoder::new(level(6));
         let mut out = BytesMut::new();
         let mut sent = Vec::new();
         for i in 0..50 {
@@ -278,7 +315,7 @@ mod tests {
 
     #[test]
     fn repeated_flush_emits_at_most_one_sync_block() {
-        let mut enc = GzipEncoder::new(6);
+        let mut enc = GzipEncoder::new(level(6));
         let mut out = BytesMut::new();
         enc.flush(&mut out).unwrap();
         assert!(
@@ -296,7 +333,7 @@ mod tests {
     #[test]
     fn one_byte_writes_round_trip() {
         let input = json(100);
-        let mut enc = GzipEncoder::new(1);
+        let mut enc = GzipEncoder::new(level(1));
         let mut out = BytesMut::new();
         for b in &input {
             enc.write(std::slice::from_ref(b), &mut out).unwrap();
@@ -318,7 +355,7 @@ mod tests {
             })
             .collect();
         for level in [0, 1, 6, 9] {
-            let mut enc = GzipEncoder::new(level);
+            let mut enc = GzipEncoder::new(self::tests::level(level));
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
             enc.flush(&mut out).unwrap();
@@ -331,9 +368,30 @@ mod tests {
     }
 
     #[test]
+    fn every_window_size_round_trips() {
+        let input = json(3000);
+        for window_bits in [0, 9, 10, 12, 15, 200] {
+            let mut enc = GzipEncoder::new(EncoderSettings {
+                level: 6,
+                window_bits,
+            });
+            let mut out = BytesMut::new();
+            enc.write(&input, &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
+            enc.write(&input, &mut out).unwrap();
+            enc.finish(&mut out).unwrap();
+            assert_eq!(
+                gunzip(&out),
+                [&input[..], &input[..]].concat(),
+                "window bits {window_bits}"
+            );
+        }
+    }
+
+    #[test]
     fn header_is_deterministic_and_records_level() {
         for (level, xfl) in [(1, 4), (6, 0), (9, 2), (42, 2)] {
-            let mut enc = GzipEncoder::new(level);
+            let mut enc = GzipEncoder::new(self::tests::level(level));
             let mut out = BytesMut::new();
             enc.write(b"x", &mut out).unwrap();
             enc.finish(&mut out).unwrap();
@@ -344,7 +402,7 @@ mod tests {
     #[test]
     fn trailer_holds_crc_and_length() {
         let input = b"The quick brown fox jumps over the lazy dog";
-        let mut enc = GzipEncoder::new(6);
+        let mut enc = GzipEncoder::new(level(6));
         let mut out = BytesMut::new();
         enc.write(input, &mut out).unwrap();
         enc.finish(&mut out).unwrap();

@@ -1,7 +1,10 @@
 //! Settings shared by the layer, the service and every response future.
 
 use std::fmt;
+use std::sync::Arc;
 
+use crate::budget::StreamCounter;
+use crate::codec::EncoderSettings;
 use crate::media::MediaTypeFilter;
 use crate::predicate::{Predicate, PredicatesDebug};
 
@@ -34,9 +37,6 @@ pub enum FlushPolicy {
     EveryFrame,
 }
 
-/// Default gzip level: zlib's own default, a good ratio at about 110 MB/s with zlib-rs.
-pub(crate) const DEFAULT_LEVEL: u32 = 6;
-
 /// Default minimum size of a body with a known length.
 ///
 /// Below about 256 bytes gzip saves a few dozen bytes at most (it adds 18 bytes of framing), the
@@ -46,23 +46,28 @@ pub(crate) const DEFAULT_MIN_SIZE: u64 = 256;
 
 #[derive(Clone)]
 pub(crate) struct Config {
-    pub(crate) level: u32,
+    pub(crate) encoder: EncoderSettings,
     pub(crate) min_size: u64,
     pub(crate) flush: FlushPolicy,
     pub(crate) media_types: MediaTypeFilter,
     pub(crate) respect_no_transform: bool,
     pub(crate) predicates: Vec<Predicate>,
+    pub(crate) max_streams: Option<usize>,
+    /// Shared by every clone of the config, so a layer and the services it built count together.
+    pub(crate) streams: Arc<StreamCounter>,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
-            level: DEFAULT_LEVEL,
+            encoder: EncoderSettings::default(),
             min_size: DEFAULT_MIN_SIZE,
             flush: FlushPolicy::default(),
             media_types: MediaTypeFilter::default(),
             respect_no_transform: true,
             predicates: Vec::new(),
+            max_streams: None,
+            streams: Arc::default(),
         }
     }
 }
@@ -70,12 +75,14 @@ impl Default for Config {
 impl fmt::Debug for Config {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Config")
-            .field("level", &self.level)
+            .field("encoder", &self.encoder)
             .field("min_size", &self.min_size)
             .field("flush", &self.flush)
             .field("media_types", &self.media_types)
             .field("respect_no_transform", &self.respect_no_transform)
             .field("predicates", &PredicatesDebug(&self.predicates))
+            .field("max_streams", &self.max_streams)
+            .field("live_streams", &self.streams.live())
             .finish()
     }
 }

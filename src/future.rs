@@ -77,15 +77,27 @@ where
                 add_vary_accept_encoding(&mut head.headers);
                 GzipBody::passthrough(body)
             }
-            Decision::Gzip => {
-                set_gzip_headers(&mut head.headers);
-                if this.request.is_head {
-                    // Same headers as GET; the body of a HEAD response is never sent.
-                    GzipBody::passthrough(body)
+            // HEAD gets the headers its GET would get right now; its body is never sent, so it is
+            // not touched and takes no stream slot.
+            Decision::Gzip if this.request.is_head => {
+                if this.config.streams.has_room(this.config.max_streams) {
+                    set_gzip_headers(&mut head.headers);
                 } else {
-                    GzipBody::gzip(body, this.config.level, this.config.flush)
+                    add_vary_accept_encoding(&mut head.headers);
                 }
+                GzipBody::passthrough(body)
             }
+            Decision::Gzip => match this.config.streams.try_acquire(this.config.max_streams) {
+                Some(permit) => {
+                    set_gzip_headers(&mut head.headers);
+                    GzipBody::gzip(body, this.config.encoder, this.config.flush, permit)
+                }
+                // Over the stream budget: identity, with the headers an identity answer gets.
+                None => {
+                    add_vary_accept_encoding(&mut head.headers);
+                    GzipBody::passthrough(body)
+                }
+            },
         };
         Poll::Ready(Ok(Response::from_parts(head, body)))
     }

@@ -55,8 +55,53 @@ impl GzipLayer {
     /// # let _ = layer;
     /// ```
     pub fn level(mut self, level: u32) -> Self {
-        self.config().level = level.min(9);
+        self.config().encoder.level = level.min(9);
         self
+    }
+
+    /// Sets the deflate window to `2^bits` bytes, `bits` in 9..=15 (values outside are clamped).
+    /// Default: 15 (32 KiB), the most any gzip decoder accepts.
+    ///
+    /// A smaller window finds fewer repeats (a lower ratio) and shrinks the compressor's memory
+    /// somewhat; see BENCHMARKS.md for measured figures. With the `miniz` backend the window is
+    /// always 32 KiB and this setting is ignored.
+    ///
+    /// ```
+    /// let layer = tower_gzip::GzipLayer::new().window_bits(12);
+    /// # let _ = layer;
+    /// ```
+    pub fn window_bits(mut self, bits: u8) -> Self {
+        self.config().encoder.window_bits = bits.clamp(9, 15);
+        self
+    }
+
+    /// Limits how many responses this layer compresses at once. Default: no limit.
+    ///
+    /// Each compressed response holds a deflate state (about 300 KiB) from its first data frame to
+    /// its end. Once `max` responses are being compressed, further eligible responses are sent
+    /// uncompressed (with `Vary: Accept-Encoding`, like any identity answer) instead of
+    /// allocating another compressor; slots free up as compressed bodies end or are dropped. The
+    /// count is shared by clones of this layer and every service built from them.
+    ///
+    /// ```
+    /// let layer = tower_gzip::GzipLayer::new().max_streams(10_000);
+    /// assert_eq!(layer.live_streams(), 0);
+    /// ```
+    pub fn max_streams(mut self, max: usize) -> Self {
+        self.config().max_streams = Some(max);
+        self
+    }
+
+    /// The number of responses being compressed right now by this layer (its clones and the
+    /// services built from them), whether or not [`max_streams`](Self::max_streams) is set.
+    ///
+    /// ```
+    /// let layer = tower_gzip::GzipLayer::new();
+    /// let probe = layer.clone(); // keep a clone to observe the layer after handing it to a router
+    /// assert_eq!(probe.live_streams(), 0);
+    /// ```
+    pub fn live_streams(&self) -> usize {
+        self.config.streams.live()
     }
 
     /// Sets the minimum body size to compress, in bytes. Default: 256.

@@ -149,6 +149,7 @@ compile_error!(
 );
 
 mod body;
+mod budget;
 mod codec;
 mod config;
 mod decision;

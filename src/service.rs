@@ -78,6 +78,16 @@ impl<S> Gzip<S> {
         GzipLayer::new()
     }
 
+    /// The number of responses being compressed right now; see [`GzipLayer::live_streams`].
+    ///
+    /// ```
+    /// let svc = tower_gzip::Gzip::new(());
+    /// assert_eq!(svc.live_streams(), 0);
+    /// ```
+    pub fn live_streams(&self) -> usize {
+        self.config.streams.live()
+    }
+
     /// The inner service.
     ///
     /// ```

@@ -67,7 +67,7 @@ impl Body for Script {
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
+        cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, ScriptError>>> {
         self.polls.fetch_add(1, Ordering::SeqCst);
         assert!(!self.finished, "Script polled after it ended (not fused)");
@@ -81,7 +81,11 @@ impl Body for Script {
                 self.finished = true;
                 Poll::Ready(Some(Err(ScriptError(message))))
             }
-            Step::Pending => Poll::Pending,
+            Step::Pending => {
+                // Ready again at once, so async drivers (`collect`) get past the stall.
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
             Step::End => {
                 self.finished = true;
                 Poll::Ready(None)
