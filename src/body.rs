@@ -14,6 +14,7 @@
 use std::fmt;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
@@ -68,8 +69,8 @@ pin_project! {
 enum State {
     /// Not compressed: frames pass through.
     Passthrough,
-    /// Compressing frames from the inner body.
-    Compressing(Compressor),
+    /// Compressing frames from the inner body. Boxed so pass-through bodies stay small.
+    Compressing(Box<Compressor>),
     /// The gzip member is complete; the inner body's trailers remain to be sent.
     Trailers(HeaderMap),
     /// Nothing more to yield; the inner body is not polled again.
@@ -81,6 +82,12 @@ struct Compressor {
     encoder: Option<GzipEncoder>,
     settings: EncoderSettings,
     flush: FlushPolicy,
+    /// Idle time after which the deflate state is dropped at a stall; `None`: never.
+    hibernate_after: Option<Duration>,
+    /// Since when the stream has been stalled with everything flushed; cleared by new data.
+    idle_since: Option<Instant>,
+    /// The current burst of data came after an idle period of at least `hibernate_after`.
+    woke_from_idle: bool,
     /// Counts this response among the layer's live streams until the compressor is dropped.
     _permit: StreamPermit,
     /// The part of the current inner data frame not compressed yet.
@@ -98,23 +105,31 @@ impl<B> GzipBody<B> {
         }
     }
 
-    /// Wraps `inner`, compressing it with `settings` and flushing per `flush`.
+    /// Wraps `inner`, compressing it with `settings`, flushing per `flush`, and dropping the deflate
+    /// state of a stream idle for `hibernate_after`.
     pub(crate) fn gzip(
         inner: B,
         settings: EncoderSettings,
         flush: FlushPolicy,
+        hibernate_after: Option<Duration>,
         permit: StreamPermit,
     ) -> Self {
         Self {
             inner,
-            state: State::Compressing(Compressor {
+            state: State::Compressing(Box::new(Compressor {
                 encoder: None,
-                settings,
+                settings: EncoderSettings {
+                    can_hibernate: hibernate_after.is_some(),
+                    ..settings
+                },
                 flush,
+                hibernate_after,
+                idle_since: None,
+                woke_from_idle: false,
                 _permit: permit,
                 input: Bytes::new(),
                 output: BytesMut::new(),
-            }),
+            })),
         }
     }
 
@@ -135,6 +150,33 @@ impl<B> GzipBody<B> {
     /// ```
     pub fn is_compressing(&self) -> bool {
         !matches!(self.state, State::Passthrough)
+    }
+
+    /// Whether this body holds a deflate state right now (about 300 KiB).
+    ///
+    /// `false` before the first data frame, after the end, for bodies that are not compressed, and
+    /// while the stream hibernates (see [`GzipLayer::hibernate_after`](crate::GzipLayer::hibernate_after)).
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http_body_util::{BodyExt, Full};
+    /// # use tower::{service_fn, ServiceExt};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let svc = tower_gzip::Gzip::new(service_fn(|_req: http::Request<()>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("x".repeat(1000)))))
+    /// # }));
+    /// # let request = http::Request::builder().header("accept-encoding", "gzip").body(()).unwrap();
+    /// let mut body = svc.oneshot(request).await.unwrap().into_body();
+    /// assert!(!body.holds_compressor()); // created with the first data frame
+    /// body.frame().await.unwrap().unwrap();
+    /// assert!(!body.holds_compressor()); // the whole body was ready: compressed and finished
+    /// # });
+    /// ```
+    pub fn holds_compressor(&self) -> bool {
+        match &self.state {
+            State::Compressing(c) => c.encoder.as_ref().is_some_and(|e| !e.is_hibernating()),
+            _ => false,
+        }
     }
 
     /// The wrapped body.
@@ -342,7 +384,12 @@ impl Compressor {
             };
             match frame.into_data() {
                 // An empty data frame is not the end of the body (tower-http #722); it is skipped.
-                Ok(mut data) => self.input = data.copy_to_bytes(data.remaining()),
+                Ok(mut data) => {
+                    self.input = data.copy_to_bytes(data.remaining());
+                    if !self.input.is_empty() {
+                        self.end_idle();
+                    }
+                }
                 Err(frame) => match frame.into_trailers() {
                     // Trailers are the last frame a body yields (http-body's contract).
                     Ok(trailers) => return self.finish(Some(trailers)),
@@ -360,11 +407,44 @@ impl Compressor {
                 return Poll::Ready(Step::Failed(e.into()));
             }
         }
-        if self.output.is_empty() {
-            Poll::Pending
-        } else {
-            Poll::Ready(Step::Frame(self.take_frame()))
+        let hibernated = self.hibernate_if_idle();
+        let frame = (!self.output.is_empty()).then(|| self.take_frame());
+        if hibernated {
+            // Release the output buffer's spare capacity too: an idle stream keeps no buffers.
+            self.output = BytesMut::new();
         }
+        match frame {
+            Some(frame) => Poll::Ready(Step::Frame(frame)),
+            None => Poll::Pending,
+        }
+    }
+
+    /// New data arrived: the stream is no longer idle. Remembers whether it had been idle long.
+    fn end_idle(&mut self) {
+        if let (Some(since), Some(after)) = (self.idle_since.take(), self.hibernate_after) {
+            self.woke_from_idle |= since.elapsed() >= after;
+        }
+    }
+
+    /// At a stall, with everything flushed: drops the deflate state if the stream has now been idle
+    /// for `hibernate_after`, or if the data just flushed came after such an idle period (a stream
+    /// that idles long between events is expected to again; waiting for a poll that may never come
+    /// would keep the state for the whole gap). The body has no timer, so this is checked only
+    /// when the body is polled. Returns whether it hibernated now.
+    fn hibernate_if_idle(&mut self) -> bool {
+        let (Some(after), Some(encoder)) = (self.hibernate_after, &mut self.encoder) else {
+            return false;
+        };
+        if encoder.is_hibernating() {
+            return false;
+        }
+        let now = Instant::now();
+        let since = *self.idle_since.get_or_insert(now);
+        if (self.woke_from_idle || now.duration_since(since) >= after) && encoder.hibernate() {
+            self.woke_from_idle = false;
+            return true;
+        }
+        false
     }
 
     /// The budget for this poll is spent: hand out what there is, or yield to the executor.

@@ -3,8 +3,8 @@
 //! A gzip member (RFC 1952) is a fixed 10-byte header, a raw deflate stream (RFC 1951) and an 8-byte
 //! trailer (CRC-32 and length of the input). We drive flate2's raw deflate (`Compress::new(level,
 //! false)`) and write the framing ourselves with `crc32fast`: flate2's own gzip CRC is slow on small
-//! chunks in zlib-rs builds (see `shared/notes/perf.md`), and owning the framing lets us emit the
-//! header lazily with the first output.
+//! chunks in zlib-rs builds (see `shared/notes/perf.md`), and owning the framing lets a stream
+//! outlive its deflate state (hibernation, below).
 //!
 //! Invariants:
 //! - `flush` emits a sync-flush block only if input was written since the previous flush, so idle
@@ -15,6 +15,15 @@
 //! - Small writes are staged and handed to deflate in blocks of at least [`STAGE_LEN`] bytes:
 //!   deflate fed 7 bytes at a time makes 6% more output (and runs 4x slower) than when fed 4 KiB at
 //!   a time, even with no flush in between (measured with zlib-rs on 1 MiB of JSON lines).
+//!
+//! Hibernation: right after a sync flush the deflate stream is byte-aligned and between blocks, so
+//! a brand-new raw deflate state can continue it; the client's single inflater sees one continuous
+//! stream. [`GzipEncoder::hibernate`] drops the deflate state (about 300 KiB) and keeps only the
+//! last window's worth of input; the next write builds a new state primed with that input as its
+//! dictionary (`deflateSetDictionary`), so back-references keep working and the ratio stays close
+//! to an uninterrupted stream. The CRC and length live here, outside deflate, and simply continue.
+
+use std::collections::VecDeque;
 
 use bytes::BytesMut;
 use flate2::{Compress, Compression, FlushCompress, Status};
@@ -30,7 +39,14 @@ const STAGE_LEN: usize = 4 * 1024;
 /// Largest input handed to one deflate call; large inputs compress faster in slices of this size.
 const DEFLATE_SLICE: usize = 16 * 1024;
 
-/// The gzip framing for an empty input: header, an empty final stored block (`03 00`), CRC 0, size 0.
+/// The gzip header: ID1 ID2 CM=deflate FLG=0 MTIME=0 (deterministic output); XFL and OS follow.
+const HEADER_PREFIX: [u8; 8] = [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0];
+
+/// A final, empty fixed-Huffman block (BFINAL=1, BTYPE=01, end-of-block): ends a byte-aligned
+/// deflate stream without a deflate state.
+const FINAL_EMPTY_BLOCK: [u8; 2] = [0x03, 0x00];
+
+/// The gzip framing for an empty input: header, an empty final block, CRC 0, size 0.
 ///
 /// Sent when a compressed response turns out to have no data, without allocating a compressor.
 /// Clients accept it everywhere; an empty body under `Content-Encoding: gzip` is rejected by
@@ -46,6 +62,8 @@ pub(crate) struct EncoderSettings {
     pub(crate) level: u32,
     /// Base-2 logarithm of the deflate window, 9..=15.
     pub(crate) window_bits: u8,
+    /// Keep the last window of input so the deflate state can be dropped while idle.
+    pub(crate) can_hibernate: bool,
 }
 
 impl Default for EncoderSettings {
@@ -53,22 +71,40 @@ impl Default for EncoderSettings {
         Self {
             level: 6,
             window_bits: 15,
+            can_hibernate: true,
         }
+    }
+}
+
+impl EncoderSettings {
+    fn level(&self) -> u32 {
+        self.level.min(9)
+    }
+
+    fn window_bits(&self) -> u8 {
+        self.window_bits.clamp(9, 15)
     }
 }
 
 /// A streaming gzip encoder.
 pub(crate) struct GzipEncoder {
-    deflate: Compress,
+    settings: EncoderSettings,
+    /// `None` while hibernating.
+    deflater: Option<Deflater>,
     crc: crc32fast::Hasher,
     /// Input length modulo 2^32: gzip's ISIZE field is defined that way (RFC 1952 §2.3.1).
     input_len: u32,
-    /// The 10-byte header goes out with the first output, so an encoder that is never fed costs no bytes.
+    /// The header goes out with the first write, so an encoder that is never fed costs no bytes.
     header_written: bool,
     /// Input has been written since the last flush.
     dirty: bool,
-    /// Output level byte for the header's XFL field.
-    xfl: u8,
+    /// The last window's worth of input, when hibernation is enabled.
+    history: Option<VecDeque<u8>>,
+}
+
+/// The deflate state and its buffers: everything hibernation drops.
+struct Deflater {
+    compress: Compress,
     /// Small writes not yet given to deflate (counted in `crc` and `input_len` already).
     staged: Vec<u8>,
     scratch: Box<[u8]>,
@@ -77,21 +113,14 @@ pub(crate) struct GzipEncoder {
 impl GzipEncoder {
     /// Creates an encoder. Out-of-range settings are clamped (level to 9, window bits to 9..=15).
     pub(crate) fn new(settings: EncoderSettings) -> Self {
-        let level = settings.level.min(9);
         Self {
-            deflate: new_deflate(Compression::new(level), settings.window_bits.clamp(9, 15)),
+            settings,
+            deflater: Some(Deflater::new(settings, &[])),
             crc: crc32fast::Hasher::new(),
             input_len: 0,
             header_written: false,
             dirty: false,
-            // RFC 1952 §2.3.1: XFL 2 = "maximum compression", 4 = "fastest algorithm".
-            xfl: match level {
-                9 => 2,
-                1 => 4,
-                _ => 0,
-            },
-            staged: Vec::new(),
-            scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
+            history: settings.can_hibernate.then(VecDeque::new),
         }
     }
 
@@ -102,9 +131,116 @@ impl GzipEncoder {
         if input.is_empty() {
             return Ok(());
         }
+        self.write_header_once(out);
         self.crc.update(input);
         self.input_len = self.input_len.wrapping_add(input.len() as u32);
         self.dirty = true;
+        // Wake before remembering: the dictionary is the input that came before this write.
+        let mut deflater = match self.deflater.take() {
+            Some(deflater) => deflater,
+            None => Deflater::new(self.settings, self.dictionary()),
+        };
+        if let Some(history) = &mut self.history {
+            remember(history, input, 1 << self.settings.window_bits());
+        }
+        let result = deflater.write(input, out);
+        self.deflater = Some(deflater);
+        result
+    }
+
+    /// Sync-flushes the deflate stream so everything written so far is decodable from `out`.
+    ///
+    /// Does nothing (and emits nothing) if no input arrived since the previous flush.
+    pub(crate) fn flush(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
+        if !self.dirty {
+            return Ok(());
+        }
+        if let Some(deflater) = &mut self.deflater {
+            deflater.flush(out)?;
+        }
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Ends the deflate stream and appends the gzip trailer. The encoder must not be used afterwards.
+    pub(crate) fn finish(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
+        self.write_header_once(out);
+        match &mut self.deflater {
+            Some(deflater) => deflater.finish(out)?,
+            // Hibernating means flushed and byte-aligned: a final empty block ends the stream.
+            None => out.extend_from_slice(&FINAL_EMPTY_BLOCK),
+        }
+        self.deflater = None;
+        self.history = None;
+        out.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
+        out.extend_from_slice(&self.input_len.to_le_bytes());
+        self.dirty = false;
+        Ok(())
+    }
+
+    /// Drops the deflate state if everything written has been flushed and hibernation is enabled.
+    /// Returns whether the encoder is hibernating afterwards.
+    pub(crate) fn hibernate(&mut self) -> bool {
+        if self.dirty {
+            return false;
+        }
+        if let Some(history) = &mut self.history {
+            self.deflater = None;
+            history.shrink_to_fit();
+        }
+        self.deflater.is_none()
+    }
+
+    /// Whether the deflate state is currently dropped.
+    pub(crate) fn is_hibernating(&self) -> bool {
+        self.deflater.is_none()
+    }
+
+    /// The input a new deflate state is primed with: the last window's worth written so far.
+    fn dictionary(&mut self) -> &[u8] {
+        self.history.as_mut().map_or(&[], |h| h.make_contiguous())
+    }
+
+    fn write_header_once(&mut self, out: &mut BytesMut) {
+        if !self.header_written {
+            self.header_written = true;
+            out.extend_from_slice(&HEADER_PREFIX);
+            out.extend_from_slice(&[self.xfl(), 0xff]); // OS 255: unknown
+        }
+    }
+
+    /// RFC 1952 §2.3.1: XFL 2 = "maximum compression", 4 = "fastest algorithm".
+    fn xfl(&self) -> u8 {
+        match self.settings.level() {
+            9 => 2,
+            1 => 4,
+            _ => 0,
+        }
+    }
+}
+
+/// Appends `input` to `history`, keeping only the last `window` bytes.
+fn remember(history: &mut VecDeque<u8>, input: &[u8], window: usize) {
+    let input = &input[input.len().saturating_sub(window)..];
+    let excess = (history.len() + input.len()).saturating_sub(window);
+    history.drain(..excess);
+    history.extend(input);
+}
+
+impl Deflater {
+    fn new(settings: EncoderSettings, dictionary: &[u8]) -> Self {
+        let mut compress = new_deflate(Compression::new(settings.level()), settings.window_bits());
+        if !dictionary.is_empty() {
+            prime(&mut compress, dictionary);
+        }
+        Self {
+            compress,
+            staged: Vec::new(),
+            scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
+        }
+    }
+
+    fn write(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), CompressError> {
         if self.staged.len() + input.len() < STAGE_LEN {
             if self.staged.capacity() == 0 {
                 self.staged.reserve_exact(STAGE_LEN);
@@ -144,47 +280,33 @@ impl GzipEncoder {
         Ok(())
     }
 
-    /// Sync-flushes the deflate stream so everything written so far is decodable from `out`.
-    ///
-    /// Does nothing (and emits nothing) if no input arrived since the previous flush.
-    pub(crate) fn flush(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
-        if !self.dirty {
-            return Ok(());
-        }
+    fn flush(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
         self.deflate_staged(out)?;
         // zlib's contract: the flush is complete once a call leaves output space unused.
         loop {
             let (_, produced) = self.run(&[], FlushCompress::Sync, out)?;
             if produced < SCRATCH_LEN {
-                break;
+                return Ok(());
             }
         }
-        self.dirty = false;
-        Ok(())
     }
 
-    /// Ends the deflate stream and appends the gzip trailer. The encoder must not be used afterwards.
-    pub(crate) fn finish(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
+    fn finish(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
         self.deflate_staged(out)?;
         loop {
-            let before = self.deflate.total_out();
+            let before = self.compress.total_out();
             let status = self
-                .deflate
+                .compress
                 .compress(&[], &mut self.scratch, FlushCompress::Finish)?;
-            let produced = (self.deflate.total_out() - before) as usize;
-            self.emit(produced, out);
+            let produced = (self.compress.total_out() - before) as usize;
+            out.extend_from_slice(&self.scratch[..produced]);
             match status {
-                Status::StreamEnd => break,
+                Status::StreamEnd => return Ok(()),
                 // More output is pending only if the scratch buffer was filled.
                 Status::Ok | Status::BufError if produced > 0 => continue,
                 Status::Ok | Status::BufError => return Err(CompressError::stalled()),
             }
         }
-        let crc = self.crc.clone().finalize();
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&self.input_len.to_le_bytes());
-        self.dirty = false;
-        Ok(())
     }
 
     /// One deflate call into the scratch buffer; returns (input consumed, output produced).
@@ -194,28 +316,16 @@ impl GzipEncoder {
         flush: FlushCompress,
         out: &mut BytesMut,
     ) -> Result<(usize, usize), CompressError> {
-        let (in_before, out_before) = (self.deflate.total_in(), self.deflate.total_out());
-        self.deflate.compress(input, &mut self.scratch, flush)?;
-        let consumed = (self.deflate.total_in() - in_before) as usize;
-        let produced = (self.deflate.total_out() - out_before) as usize;
+        let (in_before, out_before) = (self.compress.total_in(), self.compress.total_out());
+        self.compress.compress(input, &mut self.scratch, flush)?;
+        let consumed = (self.compress.total_in() - in_before) as usize;
+        let produced = (self.compress.total_out() - out_before) as usize;
         if consumed == 0 && produced == 0 && !input.is_empty() {
             // Deflate with free output space always makes progress; guard against a spin anyway.
             return Err(CompressError::stalled());
         }
-        self.emit(produced, out);
-        Ok((consumed, produced))
-    }
-
-    fn emit(&mut self, produced: usize, out: &mut BytesMut) {
-        if produced == 0 {
-            return;
-        }
-        if !self.header_written {
-            self.header_written = true;
-            // ID1 ID2 CM=deflate FLG=0 MTIME=0 (deterministic output) XFL OS=255 (unknown).
-            out.extend_from_slice(&[0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, self.xfl, 0xff]);
-        }
         out.extend_from_slice(&self.scratch[..produced]);
+        Ok((consumed, produced))
     }
 }
 
@@ -231,11 +341,23 @@ fn new_deflate(level: Compression, _window_bits: u8) -> Compress {
     Compress::new(level, false)
 }
 
+/// Primes a fresh deflate state with the input that preceded it. If the backend refuses (it should
+/// not), the stream goes on without a dictionary: still correct, only larger for a while.
+#[cfg(feature = "zlib-rs")]
+fn prime(compress: &mut Compress, dictionary: &[u8]) {
+    let _ = compress.set_dictionary(dictionary);
+}
+
+/// miniz_oxide has no `set_dictionary`: waking starts with an empty window (correct, larger).
+#[cfg(not(feature = "zlib-rs"))]
+fn prime(_compress: &mut Compress, _dictionary: &[u8]) {}
+
 impl std::fmt::Debug for GzipEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GzipEncoder")
-            .field("total_in", &self.deflate.total_in())
-            .field("total_out", &self.deflate.total_out())
+            .field("settings", &self.settings)
+            .field("input_len", &self.input_len)
+            .field("hibernating", &self.is_hibernating())
             .field("dirty", &self.dirty)
             .finish_non_exhaustive()
     }
@@ -374,6 +496,7 @@ mod tests {
             let mut enc = GzipEncoder::new(EncoderSettings {
                 level: 6,
                 window_bits,
+                can_hibernate: false,
             });
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
@@ -409,5 +532,103 @@ mod tests {
         let n = out.len();
         assert_eq!(&out[n - 8..n - 4], &0x414f_a339u32.to_le_bytes());
         assert_eq!(&out[n - 4..], &(input.len() as u32).to_le_bytes());
+    }
+
+    fn sse_event(i: usize) -> String {
+        format!(
+            "data: {{\"id\":\"chatcmpl-42\",\"object\":\"chat.completion.chunk\",\"created\":1732400000,\"model\":\"gpt-4o-mini\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" token{i}\"}},\"finish_reason\":null}}]}}\n\n"
+        )
+    }
+
+    #[test]
+    fn hibernating_between_flushes_round_trips() {
+        let mut enc = GzipEncoder::new(level(6));
+        let mut out = BytesMut::new();
+        let mut sent = Vec::new();
+        for i in 0..40 {
+            let event = sse_event(i);
+            enc.write(event.as_bytes(), &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
+            sent.extend_from_slice(event.as_bytes());
+            assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
+            if i % 3 != 0 {
+                assert!(enc.hibernate());
+                assert!(enc.is_hibernating());
+            }
+        }
+        enc.finish(&mut out).unwrap();
+        assert_eq!(gunzip(&out), sent);
+    }
+
+    #[test]
+    fn finishing_while_hibernating_writes_a_valid_end() {
+        let mut enc = GzipEncoder::new(level(6));
+        let mut out = BytesMut::new();
+        enc.write(b"hello", &mut out).unwrap();
+        enc.flush(&mut out).unwrap();
+        assert!(enc.hibernate());
+        enc.finish(&mut out).unwrap();
+        assert_eq!(gunzip(&out), b"hello");
+    }
+
+    #[test]
+    fn hibernate_refuses_unflushed_input_and_disabled_history() {
+        let mut enc = GzipEncoder::new(level(6));
+        let mut out = BytesMut::new();
+        enc.write(b"hello", &mut out).unwrap();
+        assert!(
+            !enc.hibernate(),
+            "unflushed input lives in the deflate state"
+        );
+        enc.flush(&mut out).unwrap();
+        assert!(enc.hibernate());
+
+        let mut enc = GzipEncoder::new(EncoderSettings {
+            can_hibernate: false,
+            ..EncoderSettings::default()
+        });
+        enc.write(b"hello", &mut out).unwrap();
+        enc.flush(&mut out).unwrap();
+        assert!(!enc.hibernate());
+        assert!(!enc.is_hibernating());
+    }
+
+    #[test]
+    fn history_keeps_exactly_the_last_window() {
+        let mut history = VecDeque::new();
+        remember(&mut history, b"abc", 4);
+        remember(&mut history, b"de", 4);
+        assert_eq!(history.make_contiguous(), b"bcde");
+        remember(&mut history, b"0123456789", 4);
+        assert_eq!(history.make_contiguous(), b"6789");
+        remember(&mut history, b"", 4);
+        assert_eq!(history.make_contiguous(), b"6789");
+    }
+
+    #[cfg(feature = "zlib-rs")]
+    #[test]
+    fn waking_with_the_dictionary_keeps_the_ratio() {
+        // Bytes per event after the warm-up, with and without dropping the state after each event.
+        let mut sizes = [0usize; 2];
+        for (hibernate, size) in [false, true].into_iter().zip(&mut sizes) {
+            let mut enc = GzipEncoder::new(level(6));
+            let mut out = BytesMut::new();
+            for i in 0..60 {
+                let before = out.len();
+                enc.write(sse_event(i).as_bytes(), &mut out).unwrap();
+                enc.flush(&mut out).unwrap();
+                if i >= 10 {
+                    *size += out.len() - before;
+                }
+                if hibernate {
+                    assert!(enc.hibernate());
+                }
+            }
+        }
+        let [awake, hibernating] = sizes;
+        assert!(
+            hibernating as f64 <= awake as f64 * 1.10,
+            "{hibernating} bytes after waking vs {awake} never hibernated"
+        );
     }
 }

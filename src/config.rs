@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::budget::StreamCounter;
 use crate::codec::EncoderSettings;
@@ -44,6 +45,13 @@ pub enum FlushPolicy {
 /// costs more than it saves.
 pub(crate) const DEFAULT_MIN_SIZE: u64 = 256;
 
+/// Default idle time after which a compressed stream drops its deflate state.
+///
+/// LLM token streams pause tens to a few hundred milliseconds between tokens; a second is well
+/// above that, so they never hibernate mid-answer, while streams that idle between events (SSE
+/// notifications, heartbeats, long polls) shed their ~300 KiB deflate state.
+pub(crate) const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(1);
+
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) encoder: EncoderSettings,
@@ -53,6 +61,7 @@ pub(crate) struct Config {
     pub(crate) respect_no_transform: bool,
     pub(crate) predicates: Vec<Predicate>,
     pub(crate) max_streams: Option<usize>,
+    pub(crate) hibernate_after: Option<Duration>,
     /// Shared by every clone of the config, so a layer and the services it built count together.
     pub(crate) streams: Arc<StreamCounter>,
 }
@@ -67,6 +76,7 @@ impl Default for Config {
             respect_no_transform: true,
             predicates: Vec::new(),
             max_streams: None,
+            hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
             streams: Arc::default(),
         }
     }
@@ -82,6 +92,7 @@ impl fmt::Debug for Config {
             .field("respect_no_transform", &self.respect_no_transform)
             .field("predicates", &PredicatesDebug(&self.predicates))
             .field("max_streams", &self.max_streams)
+            .field("hibernate_after", &self.hibernate_after)
             .field("live_streams", &self.streams.live())
             .finish()
     }

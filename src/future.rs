@@ -90,7 +90,14 @@ where
             Decision::Gzip => match this.config.streams.try_acquire(this.config.max_streams) {
                 Some(permit) => {
                     set_gzip_headers(&mut head.headers);
-                    GzipBody::gzip(body, this.config.encoder, this.config.flush, permit)
+                    let config = &this.config;
+                    GzipBody::gzip(
+                        body,
+                        config.encoder,
+                        config.flush,
+                        config.hibernate_after,
+                        permit,
+                    )
                 }
                 // Over the stream budget: identity, with the headers an identity answer gets.
                 None => {

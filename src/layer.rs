@@ -75,6 +75,48 @@ impl GzipLayer {
         self
     }
 
+    /// Drops the deflate state of a compressed stream that has been idle for `idle`. Default: 1 s.
+    ///
+    /// A compressed response holds a deflate state (about 300 KiB) while it is open. After a
+    /// stall the stream is flushed and byte-aligned, so the state can be dropped and a new one,
+    /// primed with the last 32 KiB of input as its dictionary, can continue the same gzip stream
+    /// when data comes again: the client sees one continuous stream, and the ratio after waking
+    /// stays close to that of a stream that never slept. An idle stream then holds only that
+    /// window of input.
+    ///
+    /// The body has no timer of its own. A stream hibernates at a stall (when the handler's body
+    /// returns `Pending`) if it has been stalled for `idle` by then, or if the data it just sent
+    /// came after an idle period of at least `idle` (so a stream with one event every few seconds
+    /// sleeps between events instead of waiting for a poll that may not come). Token streams
+    /// with gaps well under `idle` never hibernate mid-answer.
+    ///
+    /// `Duration::ZERO` hibernates at every stall. With the `miniz` backend the new state cannot
+    /// be primed, so output right after waking is larger (still correct).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    ///
+    /// let layer = tower_gzip::GzipLayer::new().compress_sse(true).hibernate_after(Duration::from_secs(5));
+    /// # let _ = layer;
+    /// ```
+    pub fn hibernate_after(mut self, idle: std::time::Duration) -> Self {
+        self.config().hibernate_after = Some(idle);
+        self
+    }
+
+    /// Keeps the deflate state of every compressed stream until it ends (see
+    /// [`hibernate_after`](Self::hibernate_after)); also stops keeping the window of input that
+    /// waking needs.
+    ///
+    /// ```
+    /// let layer = tower_gzip::GzipLayer::new().never_hibernate();
+    /// # let _ = layer;
+    /// ```
+    pub fn never_hibernate(mut self) -> Self {
+        self.config().hibernate_after = None;
+        self
+    }
+
     /// Limits how many responses this layer compresses at once. Default: no limit.
     ///
     /// Each compressed response holds a deflate state (about 300 KiB) from its first data frame to

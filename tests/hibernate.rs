@@ -1,0 +1,261 @@
+//! Hibernation: an idle compressed stream drops its deflate state and later continues the same
+//! gzip stream with a new one. Time is real but one-sided: a test sleeps at least the threshold
+//! before expecting hibernation (monotonic clocks guarantee the elapsed time), and uses a
+//! threshold of an hour where it expects none.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use proptest::prelude::*;
+use support::*;
+use tower_gzip::{FlushPolicy, GzipLayer};
+
+fn event(i: usize) -> String {
+    format!(
+        "data: {{\"id\":\"chatcmpl-7\",\"object\":\"chat.completion.chunk\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" tok{i}\"}}}}]}}\n\n"
+    )
+}
+
+fn expect_frame(body: &mut tower_gzip::GzipBody<Script>) -> Bytes {
+    match poll_once(body) {
+        Polled::Data(d) => d,
+        other => panic!("expected a data frame, got {other:?}"),
+    }
+}
+
+#[test]
+fn zero_threshold_hibernates_at_every_stall_and_the_stream_stays_one_gzip_member() {
+    let mut steps = Vec::new();
+    for i in 0..30 {
+        steps.push(data(event(i)));
+        steps.push(Step::Pending);
+    }
+    steps.push(Step::End);
+    let layer = GzipLayer::new()
+        .compress_sse(true)
+        .hibernate_after(Duration::ZERO);
+    let mut body = wrap(&layer, "text/event-stream", Script::new(steps));
+    let mut decoder = StreamingDecoder::default();
+    let mut all = Vec::new();
+    let mut expected = String::new();
+    for i in 0..30 {
+        let frame = expect_frame(&mut body);
+        expected.push_str(&event(i));
+        assert_eq!(
+            decoder.push(&frame),
+            expected.as_bytes(),
+            "event {i} decodable at its stall"
+        );
+        assert!(!body.holds_compressor(), "hibernating after stall {i}");
+        all.extend_from_slice(&frame);
+    }
+    let last = expect_frame(&mut body);
+    all.extend_from_slice(&last);
+    assert!(matches!(poll_once(&mut body), Polled::End));
+    assert_eq!(gunzip(&all), expected.as_bytes());
+}
+
+#[test]
+fn a_stream_idle_past_the_threshold_hibernates_when_polled() {
+    let threshold = Duration::from_millis(20);
+    let script = Script::new([
+        data(event(0)),
+        Step::Pending,
+        Step::Pending,
+        data(event(1)),
+        Step::Pending,
+        Step::End,
+    ]);
+    let layer = GzipLayer::new().hibernate_after(threshold);
+    let mut body = wrap(&layer, "application/x-ndjson", script);
+    let first = expect_frame(&mut body);
+    assert!(body.holds_compressor(), "just stalled: not idle long yet");
+    std::thread::sleep(threshold);
+    assert!(matches!(poll_once(&mut body), Polled::Pending));
+    assert!(
+        !body.holds_compressor(),
+        "polled after the idle threshold: state dropped"
+    );
+    let second = expect_frame(&mut body);
+    assert!(
+        !body.holds_compressor(),
+        "the burst came after a long idle: sleeps again at once"
+    );
+    let last = expect_frame(&mut body);
+    assert_eq!(
+        gunzip(&[first, second, last].concat()),
+        [event(0), event(1)].concat().as_bytes()
+    );
+}
+
+#[test]
+fn data_after_a_long_gap_hibernates_at_the_next_stall_without_another_poll() {
+    let threshold = Duration::from_millis(20);
+    let script = Script::new([
+        data(event(0)),
+        Step::Pending,
+        data(event(1)),
+        Step::Pending,
+        Step::End,
+    ]);
+    let layer = GzipLayer::new().hibernate_after(threshold);
+    let mut body = wrap(&layer, "application/x-ndjson", script);
+    expect_frame(&mut body);
+    assert!(body.holds_compressor());
+    std::thread::sleep(threshold);
+    // Polled because data came: it is compressed with a state that is dropped at the stall.
+    expect_frame(&mut body);
+    assert!(!body.holds_compressor());
+}
+
+#[test]
+fn token_streams_with_short_gaps_do_not_hibernate() {
+    let mut steps = Vec::new();
+    for i in 0..20 {
+        steps.push(data(event(i)));
+        steps.push(Step::Pending);
+    }
+    steps.push(Step::End);
+    let layer = GzipLayer::new().hibernate_after(Duration::from_secs(3600));
+    let mut body = wrap(&layer, "application/x-ndjson", Script::new(steps));
+    for _ in 0..20 {
+        expect_frame(&mut body);
+        assert!(body.holds_compressor());
+    }
+}
+
+#[test]
+fn never_hibernate_keeps_the_state() {
+    let script = Script::new([data(event(0)), Step::Pending, Step::Pending, Step::End]);
+    let layer = GzipLayer::new().never_hibernate();
+    let mut body = wrap(&layer, "application/x-ndjson", script);
+    expect_frame(&mut body);
+    assert!(matches!(poll_once(&mut body), Polled::Pending));
+    assert!(body.holds_compressor());
+}
+
+#[test]
+fn trailers_and_errors_behave_as_without_hibernation() {
+    let layer = GzipLayer::new().hibernate_after(Duration::ZERO);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+    let script = Script::new([
+        data(event(0)),
+        Step::Pending,
+        data(event(1)),
+        Step::Pending,
+        Step::Trailers(trailers.clone()),
+    ]);
+    let mut body = wrap(&layer, "application/x-ndjson", script);
+    let mut bytes = Vec::new();
+    let got = loop {
+        match poll_once(&mut body) {
+            Polled::Data(d) => bytes.extend_from_slice(&d),
+            Polled::Trailers(t) => break t,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(got, trailers);
+    assert_eq!(gunzip(&bytes), [event(0), event(1)].concat().as_bytes());
+
+    let script = Script::new([
+        data(event(0)),
+        Step::Pending,
+        data(event(1)),
+        Step::Error("gone"),
+    ]);
+    let mut body = wrap(&layer, "application/x-ndjson", script);
+    let mut bytes = Vec::new();
+    let error = loop {
+        match poll_once(&mut body) {
+            Polled::Data(d) => bytes.extend_from_slice(&d),
+            Polled::Error(e) => break e,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(
+        error.downcast_ref::<ScriptError>(),
+        Some(&ScriptError("gone"))
+    );
+    let mut out = Vec::new();
+    let complete =
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out);
+    assert!(complete.is_err(), "no gzip trailer after an error");
+}
+
+#[derive(Debug, Clone)]
+enum Event {
+    Data(Vec<u8>),
+    Stall,
+}
+
+fn schedule() -> impl Strategy<Value = Vec<Event>> {
+    let chunk = prop_oneof![
+        3 => "[a-z \"{}:,0-9]{0,300}".prop_map(|s| Event::Data(s.into_bytes())),
+        1 => prop::collection::vec(any::<u8>(), 0..2000).prop_map(Event::Data),
+        2 => Just(Event::Stall),
+    ];
+    prop::collection::vec(chunk, 0..60)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    /// Random schedules of frames and stalls, hibernating at every stall: every stall leaves all
+    /// input so far decodable, and the whole output is one gzip member of exactly the input.
+    #[test]
+    fn hibernating_at_every_stall_never_loses_a_byte(
+        events in schedule(),
+        level in 0u32..=9,
+        every_frame in any::<bool>(),
+    ) {
+        let policy = if every_frame { FlushPolicy::EveryFrame } else { FlushPolicy::OnStall };
+        let layer = GzipLayer::new().level(level).flush_policy(policy).hibernate_after(Duration::ZERO);
+        let mut steps: Vec<Step> = events.iter().map(|e| match e {
+            Event::Data(d) => Step::Data(Bytes::from(d.clone())),
+            Event::Stall => Step::Pending,
+        }).collect();
+        steps.push(Step::End);
+        let script = Script::new(steps);
+        let polls = script.polls.clone();
+        let mut body = wrap(&layer, "application/octet-stream", script);
+        let mut decoder = StreamingDecoder::default();
+        let mut received = Vec::new();
+        // Input of the first `n` scripted steps, and whether step `n - 1` was a stall.
+        let input_after = |n: usize| -> (Vec<u8>, bool) {
+            let taken = &events[..n.min(events.len())];
+            let input = taken.iter().flat_map(|e| match e {
+                Event::Data(d) => d.clone(),
+                Event::Stall => Vec::new(),
+            }).collect();
+            (input, matches!(taken.last(), Some(Event::Stall)))
+        };
+        loop {
+            let polled = poll_once(&mut body);
+            let at_stall = match &polled {
+                Polled::Data(d) => {
+                    prop_assert!(!d.is_empty());
+                    received.extend_from_slice(d);
+                    decoder.push(d);
+                    input_after(polls.load(std::sync::atomic::Ordering::SeqCst)).1
+                }
+                Polled::Pending => true,
+                Polled::End => break,
+                other => panic!("{other:?}"),
+            };
+            let (input_so_far, _) = input_after(polls.load(std::sync::atomic::Ordering::SeqCst));
+            let decoded = decoder.push(&[]).to_vec();
+            prop_assert!(input_so_far.starts_with(&decoded), "decoded bytes are a prefix of the input");
+            if at_stall {
+                // Everything the inner body produced before it stalled is decodable now, and the
+                // idle stream holds no deflate state.
+                prop_assert_eq!(decoded, input_so_far);
+                prop_assert!(!body.holds_compressor());
+            }
+        }
+        let (input_so_far, _) = input_after(events.len());
+        prop_assert_eq!(gunzip(&received), input_so_far);
+    }
+}
