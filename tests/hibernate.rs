@@ -201,7 +201,7 @@ fn schedule() -> impl Strategy<Value = Vec<Event>> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 300, failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Random schedules of frames and stalls, hibernating at every stall: every stall leaves all
     /// input so far decodable, and the whole output is one gzip member of exactly the input.
