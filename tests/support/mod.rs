@@ -181,16 +181,7 @@ impl StreamingDecoder {
 
 /// Something compressible that looks like an API response: JSON lines.
 pub fn json_lines(n: usize) -> Vec<u8> {
-    (0..n)
-        .map(|i| {
-            format!(
-                "{{\"id\":{i},\"name\":\"user{}\",\"active\":{}}}\n",
-                i % 97,
-                i % 3 == 0
-            )
-        })
-        .collect::<String>()
-        .into_bytes()
+    json_lines_from(0, n)
 }
 
 /// JSON lines cut to exactly `len` bytes.
