@@ -1,0 +1,174 @@
+//! Issue 4, benchmark 5 (executor fairness): the longest single `poll_frame` call while a body
+//! compresses one ready 16 MB chunk of JSON, against what one-shot compression of the same 16 MB
+//! would block a thread for.
+//!
+//! Every `poll_frame` is timed with `Instant` (wall time). On a shared machine a poll can be
+//! preempted by another process, which only makes it look longer: the worst poll of a run is an
+//! upper bound. Each configuration runs `FAIRNESS_REPS` times (default 5); the table gives the
+//! worst run and the median run.
+//!
+//! Run: `cargo bench --bench fairness`. Without `--bench` on the command line
+//! (`cargo test --benches`) it runs once on 1 MB.
+
+mod common;
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use common::{
+    call, flate2_gzip, gunzip, handler, json_document, median, noop_waker, ours, request,
+    tower_http, write_csv, Chunked, BACKEND,
+};
+use http_body::Body;
+use tower_gzip::GzipLayer;
+
+const SIZE: usize = 16_000_000;
+
+#[derive(Default)]
+struct Polls {
+    wall_us: Vec<f64>,
+    bytes: usize,
+    output: Vec<u8>,
+}
+
+/// Polls `body` to the end, timing every `poll_frame`.
+fn timed<B>(body: B, keep_output: bool) -> Polls
+where
+    B: Body,
+    B::Error: std::fmt::Debug,
+{
+    let waker = noop_waker();
+    let mut cx = Context::from_waker(&waker);
+    let mut body = std::pin::pin!(body);
+    let mut polls = Polls::default();
+    loop {
+        let start = Instant::now();
+        let result = Pin::as_mut(&mut body).poll_frame(&mut cx);
+        let wall = start.elapsed();
+        polls.wall_us.push(wall.as_secs_f64() * 1e6);
+        match result {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let chunk = bytes::Buf::chunk(data);
+                    polls.bytes += chunk.len();
+                    if keep_output {
+                        polls.output.extend_from_slice(chunk);
+                    }
+                }
+            }
+            Poll::Ready(Some(Err(e))) => panic!("body error: {e:?}"),
+            Poll::Ready(None) => return polls,
+            Poll::Pending => {}
+        }
+    }
+}
+
+fn percentile(values: &[f64], p: f64) -> f64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn max(values: &[f64]) -> f64 {
+    values.iter().copied().fold(f64::NAN, f64::max)
+}
+
+fn main() {
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    let size = if smoke { 1_000_000 } else { SIZE };
+    let reps: usize = if smoke {
+        1
+    } else {
+        std::env::var("FAIRNESS_REPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(5)
+    };
+    let json = json_document(size).slice(..size);
+    println!(
+        "\nlongest poll_frame while compressing one ready {size}-byte JSON chunk, {reps} runs each, backend {BACKEND}"
+    );
+    println!(
+        "{:<16} {:>6} {:>15} {:>12} {:>12} {:>12} {:>14}",
+        "stack", "polls", "max poll ms", "p99 wall ms", "median ms", "total ms", "one-shot ms"
+    );
+    let mut rows = vec![[
+        "backend",
+        "stack",
+        "level",
+        "polls",
+        "max_wall_ms_worst_run",
+        "max_wall_ms_median_run",
+        "p99_wall_ms",
+        "median_poll_ms",
+        "total_ms",
+        "oneshot_ms",
+    ]
+    .map(String::from)
+    .to_vec()];
+    let stacks: [(&str, u32); 4] = [("ours", 1), ("ours", 6), ("ours", 9), ("tower-http", 6)];
+    for (stack, level) in stacks {
+        let mut oneshot_ms = Vec::new();
+        for _ in 0..reps.max(1) {
+            let start = Instant::now();
+            let out = flate2_gzip(&json, level);
+            oneshot_ms.push(start.elapsed().as_secs_f64() * 1e3);
+            std::hint::black_box(out);
+        }
+        let (mut max_wall, mut p99, mut med, mut total) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let mut poll_count = 0;
+        for rep in 0..reps {
+            let data = json.clone();
+            let make = move || Chunked::new(data.clone(), usize::MAX);
+            let polls = if stack == "ours" {
+                let mut svc = ours(
+                    &GzipLayer::new().level(level),
+                    handler("application/json", make),
+                );
+                timed(call(&mut svc, request(true)).into_body(), rep == 0)
+            } else {
+                let mut svc = tower_http(level as i32, handler("application/json", make));
+                timed(call(&mut svc, request(true)).into_body(), rep == 0)
+            };
+            if rep == 0 {
+                assert_eq!(gunzip(&polls.output), json[..], "round trip");
+            }
+            poll_count = polls.wall_us.len();
+            max_wall.push(max(&polls.wall_us) / 1e3);
+            p99.push(percentile(&polls.wall_us, 0.99) / 1e3);
+            med.push(percentile(&polls.wall_us, 0.5) / 1e3);
+            total.push(polls.wall_us.iter().sum::<f64>() / 1e3);
+        }
+        let worst = max(&max_wall);
+        let label = format!("{stack} L{level}");
+        let (mw, p, m, t, o) = (
+            median(&mut max_wall),
+            median(&mut p99),
+            median(&mut med),
+            median(&mut total),
+            median(&mut oneshot_ms),
+        );
+        println!(
+            "{label:<16} {poll_count:>6} {worst:>7.2} ({mw:>5.2}) {p:>12.3} {m:>12.3} {t:>12.1} {o:>14.1}"
+        );
+        rows.push(vec![
+            BACKEND.to_string(),
+            stack.to_string(),
+            level.to_string(),
+            poll_count.to_string(),
+            format!("{worst:.3}"),
+            format!("{mw:.3}"),
+            format!("{p:.3}"),
+            format!("{m:.3}"),
+            format!("{t:.1}"),
+            format!("{o:.1}"),
+        ]);
+    }
+    println!("(max poll: worst run, median run in parentheses; p99/median/total: median run)\n");
+    write_csv(&format!("fairness_{BACKEND}.csv"), &rows);
+}
