@@ -89,6 +89,7 @@ async function large(path) {
 const scenarios = {
   "sse": () => eventSource("/sse"),
   "sse-gzip": () => eventSource("/sse-gzip"),
+  "sse-gzip-hibernating": () => eventSource("/sse-gzip-hibernating"),
   "ndjson": () => ndjson("/ndjson"),
   "ndjson-held": () => ndjson("/ndjson-held"),
   "large": () => large("/large.json"),
@@ -212,6 +213,14 @@ async fn chromium_event_source_gets_each_sse_event_in_lockstep_uncompressed_by_d
 #[tokio::test]
 async fn chromium_event_source_gets_each_gzip_sse_event_in_lockstep_with_compress_sse() {
     event_source_lockstep("/sse-gzip", Some("gzip")).await;
+}
+
+/// The layer drops the deflate state at every stall (between events) and continues the same gzip
+/// stream with a new one primed with the last window: the browser's one inflater sees one stream.
+#[tokio::test]
+async fn chromium_event_source_decodes_a_gzip_sse_stream_that_hibernates_and_wakes_between_events()
+{
+    event_source_lockstep("/sse-gzip-hibernating", Some("gzip")).await;
 }
 
 #[tokio::test]

@@ -84,6 +84,7 @@ struct Shared {
 /// | `/ndjson-every-frame` | `.flush_policy(FlushPolicy::EveryFrame)`| fed, `application/x-ndjson` |
 /// | `/sse`                | `GzipLayer::new()` (SSE skipped)        | fed, `text/event-stream`    |
 /// | `/sse-gzip`           | `GzipLayer::new().compress_sse(true)`   | fed, `text/event-stream`    |
+/// | `/sse-gzip-hibernating` | `.compress_sse(true).hibernate_after(ZERO)`: drops and rebuilds the deflate state at every stall | fed, `text/event-stream` |
 /// | `/ndjson-held`        | `GzipLayer::new()`                      | fed, but held until the feed closes (control) |
 /// | `/large.json`         | `GzipLayer::new()`                      | [`large_json`]              |
 /// | `/page`               | `GzipLayer::new()`                      | the HTML page given         |
@@ -129,10 +130,18 @@ impl TestServer {
         let sse_gzip = Router::new()
             .route("/sse-gzip", get(fed_sse))
             .layer(GzipLayer::new().compress_sse(true));
+        let sse_gzip_hibernating = Router::new()
+            .route("/sse-gzip-hibernating", get(fed_sse))
+            .layer(
+                GzipLayer::new()
+                    .compress_sse(true)
+                    .hibernate_after(std::time::Duration::ZERO),
+            );
         let app = Router::new()
             .merge(default_routes)
             .merge(every_frame)
             .merge(sse_gzip)
+            .merge(sse_gzip_hibernating)
             .route("/report", post(report))
             .layer(middleware::from_fn_with_state(shared.clone(), record))
             .with_state(shared.clone());
