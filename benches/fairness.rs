@@ -4,8 +4,10 @@
 //!
 //! Every `poll_frame` is timed with `Instant` (wall time). On a shared machine a poll can be
 //! preempted by another process, which only makes it look longer: the worst poll of a run is an
-//! upper bound. Each configuration runs `FAIRNESS_REPS` times (default 5); the table gives the
-//! worst run and the median run.
+//! upper bound. Each configuration runs `FAIRNESS_REPS` times (default 5). The polls are the
+//! same in every run (same input, same slices), so the headline figure takes, for each poll, the
+//! fastest of the runs and reports the longest of those: a preemption rarely hits the same poll in
+//! every run. The raw worst poll of the worst and of the median run are reported too.
 //!
 //! Run: `cargo bench --bench fairness`. Without `--bench` on the command line
 //! (`cargo test --benches`) it runs once on 1 MB.
@@ -93,14 +95,22 @@ fn main() {
         "\nlongest poll_frame while compressing one ready {size}-byte JSON chunk, {reps} runs each, backend {BACKEND}"
     );
     println!(
-        "{:<16} {:>6} {:>15} {:>12} {:>12} {:>12} {:>14}",
-        "stack", "polls", "max poll ms", "p99 wall ms", "median ms", "total ms", "one-shot ms"
+        "{:<16} {:>6} {:>14} {:>15} {:>12} {:>12} {:>12} {:>14}",
+        "stack",
+        "polls",
+        "longest poll",
+        "max poll ms",
+        "p99 wall ms",
+        "median ms",
+        "total ms",
+        "one-shot ms"
     );
     let mut rows = vec![[
         "backend",
         "stack",
         "level",
         "polls",
+        "longest_poll_ms_min_over_runs",
         "max_wall_ms_worst_run",
         "max_wall_ms_median_run",
         "p99_wall_ms",
@@ -122,6 +132,9 @@ fn main() {
         let (mut max_wall, mut p99, mut med, mut total) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut poll_count = 0;
+        // Per poll index, the shortest time seen over the runs: the polls are the same in every
+        // run (same input, same slices), and a preemption rarely hits the same poll twice.
+        let mut per_index_min: Vec<f64> = Vec::new();
         for rep in 0..reps {
             let data = json.clone();
             let make = move || Chunked::new(data.clone(), usize::MAX);
@@ -139,12 +152,20 @@ fn main() {
                 assert_eq!(gunzip(&polls.output), json[..], "round trip");
             }
             poll_count = polls.wall_us.len();
+            if rep == 0 {
+                per_index_min = polls.wall_us.clone();
+            } else if per_index_min.len() == polls.wall_us.len() {
+                for (m, w) in per_index_min.iter_mut().zip(&polls.wall_us) {
+                    *m = m.min(*w);
+                }
+            }
             max_wall.push(max(&polls.wall_us) / 1e3);
             p99.push(percentile(&polls.wall_us, 0.99) / 1e3);
             med.push(percentile(&polls.wall_us, 0.5) / 1e3);
             total.push(polls.wall_us.iter().sum::<f64>() / 1e3);
         }
         let worst = max(&max_wall);
+        let robust = max(&per_index_min) / 1e3;
         let label = format!("{stack} L{level}");
         let (mw, p, m, t, o) = (
             median(&mut max_wall),
@@ -154,13 +175,14 @@ fn main() {
             median(&mut oneshot_ms),
         );
         println!(
-            "{label:<16} {poll_count:>6} {worst:>7.2} ({mw:>5.2}) {p:>12.3} {m:>12.3} {t:>12.1} {o:>14.1}"
+            "{label:<16} {poll_count:>6} {robust:>14.2} {worst:>7.2} ({mw:>5.2}) {p:>12.3} {m:>12.3} {t:>12.1} {o:>14.1}"
         );
         rows.push(vec![
             BACKEND.to_string(),
             stack.to_string(),
             level.to_string(),
             poll_count.to_string(),
+            format!("{robust:.3}"),
             format!("{worst:.3}"),
             format!("{mw:.3}"),
             format!("{p:.3}"),
@@ -169,6 +191,6 @@ fn main() {
             format!("{o:.1}"),
         ]);
     }
-    println!("(max poll: worst run, median run in parentheses; p99/median/total: median run)\n");
+    println!("(longest poll: max over poll index of the fastest of the runs, in ms; max poll: raw worst run, median run in parentheses, both inflated by preemption on a shared machine; p99/median/total: median run)\n");
     write_csv(&format!("fairness_{BACKEND}.csv"), &rows);
 }

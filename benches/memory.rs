@@ -357,8 +357,9 @@ fn run_case(index: usize, n: usize, allocator: &str) {
     );
     let csv = [
         BACKEND.to_string(),
-        format!("\"{}\"", row.case),
-        format!("\"{}\"", row.schedule),
+        // CSV fields: no quoting needed once commas are gone.
+        row.case.replace(',', ";"),
+        row.schedule.replace(',', ";"),
         allocator.to_string(),
         row.streams.to_string(),
         row.live_streams.to_string(),
@@ -436,7 +437,7 @@ fn memory_report(n: usize) {
 fn window_cost_report(smoke: bool) {
     let json = json_document(1 << 20);
     let events: Arc<[Bytes]> = openai_sse_events(500).into();
-    let reps = if smoke { 1 } else { 15 };
+    let reps = if smoke { 1 } else { 21 };
     let mut rows = vec![[
         "backend",
         "setting",
@@ -448,7 +449,7 @@ fn window_cost_report(smoke: bool) {
     ]
     .map(String::from)
     .to_vec()];
-    println!("ratio and CPU per memory setting (level 6), backend {BACKEND}");
+    println!("ratio and CPU per memory setting (level 6; times: median of {reps} interleaved rounds), backend {BACKEND}");
     println!(
         "{:<26} {:>10} {:>8} {:>9} {:>10} {:>10}",
         "setting", "1MiB JSON", "ratio", "JSON ms", "SSE B/ev", "SSE us/ev"
@@ -470,36 +471,49 @@ fn window_cost_report(smoke: bool) {
                 .hibernate_after(Duration::ZERO),
         ),
     ];
-    for (name, layer) in settings {
-        let layer = layer.compress_sse(true);
+    // Sizes (deterministic), then times in interleaved rounds: every round runs each setting's
+    // JSON body and SSE stream once, in rotating order.
+    let expected: Vec<u8> = events.iter().flat_map(|e| e.to_vec()).collect();
+    let mut json_svcs = Vec::new();
+    let mut sse_svcs = Vec::new();
+    let mut sizes = Vec::new();
+    for (_, layer) in &settings {
+        let layer = layer.clone().compress_sse(true);
         let data = json.clone();
-        let mut svc = layer.layer(handler("application/json", move || {
+        let mut json_svc = layer.layer(handler("application/json", move || {
             Chunked::new(data.clone(), usize::MAX)
         }));
-        let mut json_bytes = 0;
-        let mut json_times = Vec::new();
-        for _ in 0..reps {
-            let start = Instant::now();
-            json_bytes = drain(call(&mut svc, request(true)).into_body()).bytes;
-            json_times.push(start.elapsed().as_secs_f64() * 1e3);
-        }
         let evs = events.clone();
-        let mut svc = layer.layer(handler("text/event-stream", move || {
+        let mut sse_svc = layer.layer(handler("text/event-stream", move || {
             Stalling::new(evs.clone(), 1, true)
         }));
-        let body = call(&mut svc, request(true)).into_body();
-        let out = common::collect(body);
-        let expected: Vec<u8> = events.iter().flat_map(|e| e.to_vec()).collect();
-        assert_eq!(gunzip(&out), expected);
-        let mut sse_times = Vec::new();
-        for _ in 0..reps {
+        let json_out = common::collect(call(&mut json_svc, request(true)).into_body());
+        assert_eq!(gunzip(&json_out), json[..]);
+        let sse_out = common::collect(call(&mut sse_svc, request(true)).into_body());
+        assert_eq!(gunzip(&sse_out), expected);
+        sizes.push((json_out.len(), sse_out.len()));
+        json_svcs.push(json_svc);
+        sse_svcs.push(sse_svc);
+    }
+    let n = settings.len();
+    let mut json_ms: Vec<Vec<f64>> = vec![Vec::new(); n];
+    let mut sse_us: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for round in 0..reps {
+        for k in 0..n {
+            let i = (round + k) % n;
             let start = Instant::now();
-            drain(call(&mut svc, request(true)).into_body());
-            sse_times.push(start.elapsed().as_secs_f64() * 1e6 / events.len() as f64);
+            drain(call(&mut json_svcs[i], request(true)).into_body());
+            json_ms[i].push(start.elapsed().as_secs_f64() * 1e3);
+            let start = Instant::now();
+            drain(call(&mut sse_svcs[i], request(true)).into_body());
+            sse_us[i].push(start.elapsed().as_secs_f64() * 1e6 / events.len() as f64);
         }
-        let json_ms = common::median(&mut json_times);
-        let sse_us = common::median(&mut sse_times);
-        let per_event = out.len() as f64 / events.len() as f64;
+    }
+    for (i, (name, _)) in settings.iter().enumerate() {
+        let (json_bytes, sse_bytes) = sizes[i];
+        let json_ms = common::median(&mut json_ms[i]);
+        let sse_us = common::median(&mut sse_us[i]);
+        let per_event = sse_bytes as f64 / events.len() as f64;
         println!(
             "{name:<26} {json_bytes:>10} {:>8.4} {json_ms:>9.2} {per_event:>10.2} {sse_us:>10.2}",
             json_bytes as f64 / json.len() as f64

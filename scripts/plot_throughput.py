@@ -1,17 +1,21 @@
 #!/usr/bin/env python3
 """Throughput vs chunk size for the bulk benchmark (benches/compression.rs).
 
-Reads criterion's output under target/criterion/bulk_json_1MiB/<contender>/<chunk>/new/
-(benchmark.json for the input size, estimates.json for the time), prints a Markdown table of
-MB/s (10^6 bytes per second, from criterion's median estimate) with ratios, and writes
-docs/throughput.svg. Standard library only.
+By default reads the interleaved-round results the bench writes to
+target/bench-results/bulk_ratios_<backend>.csv (median MB/s per contender and chunk size, all
+contenders measured in the same rounds, so background load hits them alike); with
+`--source criterion` reads criterion's output under target/criterion/bulk_json_1MiB/ instead
+(benchmark.json for the input size, estimates.json's median for the time; contenders measured
+one after another). Prints a Markdown table of MB/s (10^6 bytes per second) with ratios, and
+writes docs/throughput.svg. Standard library only.
 
     cargo bench --bench compression
     cargo bench --no-default-features --features miniz --bench compression   # tower-http default build
-    python3 scripts/plot_throughput.py [--criterion DIR] [--out docs/throughput.svg]
+    python3 scripts/plot_throughput.py [--source interleaved|criterion] [--out docs/throughput.svg]
 """
 
 import argparse
+import csv
 import json
 import math
 import os
@@ -19,7 +23,7 @@ import sys
 
 GROUP = "bulk_json_1MiB"
 CHUNKS = ["7", "64", "1024", "16384", "one-chunk"]
-CHUNK_LABELS = {"7": "7 B", "64": "64 B", "1024": "1 KiB", "16384": "16 KiB", "one-chunk": "1 MiB (one chunk)"}
+CHUNK_LABELS = {"7": "7 B", "64": "64 B", "1024": "1 KiB", "16384": "16 KiB", "one-chunk": "1 MiB (whole body)"}
 # Position on the log axis of the "one chunk" case: the body size.
 CHUNK_X = {"7": 7, "64": 64, "1024": 1024, "16384": 16384, "one-chunk": 1048634}
 
@@ -30,7 +34,7 @@ SERIES = [
     ("tower-http-miniz", "tower-http, default build (miniz_oxide; separate run)", "#1f77b4", "6,4"),
     ("flate2-writes-zlib-rs", "flate2 GzEncoder fed the same chunks (zlib-rs)", "#2ca02c", "2,3"),
 ]
-CEILING = ("flate2-oneshot-zlib-rs", "flate2 one call, whole body (zlib-rs): the ceiling", "#555555", "8,3,2,3")
+CEILING = ("flate2-oneshot-zlib-rs", "ceiling: flate2 GzEncoder, whole body in one call (zlib-rs)", "#555555", "8,3,2,3")
 
 
 def load(root):
@@ -59,6 +63,38 @@ def load(root):
     return out
 
 
+def load_interleaved(results):
+    """{function_id: {chunk: MB/s}} from bulk_ratios_<backend>.csv."""
+    columns = [
+        ("ours_mbps", "ours"),
+        ("ours_never_hibernate_mbps", "ours-never-hibernate"),
+        ("tower_http_mbps", "tower-http"),
+        ("flate2_writes_mbps", "flate2-writes"),
+        ("flate2_oneshot_mbps", "flate2-oneshot"),
+    ]
+    out = {}
+    for backend in ("zlib-rs", "miniz"):
+        path = os.path.join(results, f"bulk_ratios_{backend}.csv")
+        try:
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+        except OSError:
+            continue
+        oneshot = []
+        for row in rows:
+            for column, func in columns:
+                value = float(row[column])
+                if func == "flate2-oneshot":
+                    # Measured in every chunk size's rounds: one ceiling, the median of them.
+                    oneshot.append(value)
+                else:
+                    out.setdefault(f"{func}-{backend}", {})[row["chunk"]] = value
+        if oneshot:
+            oneshot.sort()
+            out[f"flate2-oneshot-{backend}"] = {"one-chunk": oneshot[len(oneshot) // 2]}
+    return out
+
+
 def table(data):
     cols = [
         ("ours-zlib-rs", "ours"),
@@ -74,7 +110,7 @@ def table(data):
     raw = data.get("deflate-oneshot-zlib-rs", {}).get("one-chunk")
     lines = []
     if ceiling:
-        lines.append(f"flate2 one call (GzEncoder, whole body): {ceiling:.1f} MB/s")
+        lines.append(f"flate2 one call (GzEncoder, whole body, zlib-rs): {ceiling:.1f} MB/s")
     if raw:
         lines.append(f"raw deflate one call + crc32fast: {raw:.1f} MB/s")
     lines.append("")
@@ -108,8 +144,8 @@ def table(data):
 
 
 def svg(data, path):
-    width, height = 760, 460
-    left, right, top, bottom = 70, 20, 40, 150
+    width, height = 760, 500
+    left, right, top, bottom = 70, 60, 40, 190
     pw, ph = width - left - right, height - top - bottom
     xs = [CHUNK_X[c] for c in CHUNKS]
     xmin, xmax = math.log10(min(xs)) - 0.15, math.log10(max(xs)) + 0.15
@@ -171,8 +207,8 @@ def svg(data, path):
         legend.append((name, colour, dash, True))
     ly = top + ph + 60
     for i, (name, colour, dash, marker) in enumerate(legend):
-        lx = left + (i % 2) * (pw / 2)
-        yy = ly + (i // 2) * 20
+        lx = left
+        yy = ly + i * 20
         dash_attr = f' stroke-dasharray="{dash}"' if dash else ""
         out.append(f'<line x1="{lx:.1f}" x2="{lx + 28:.1f}" y1="{yy}" y2="{yy}" stroke="{colour}" stroke-width="2"{dash_attr}/>')
         if marker:
@@ -188,12 +224,20 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     repo = os.path.dirname(here)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", choices=["interleaved", "criterion"], default="interleaved")
     parser.add_argument("--criterion", default=os.path.join(repo, "target", "criterion"))
+    parser.add_argument("--results", default=os.path.join(repo, "target", "bench-results"))
     parser.add_argument("--out", default=os.path.join(repo, "docs", "throughput.svg"))
     args = parser.parse_args()
-    data = load(args.criterion)
+    if args.source == "interleaved":
+        data = load_interleaved(args.results)
+        where = f"{args.results}/bulk_ratios_*.csv"
+    else:
+        data = load(args.criterion)
+        where = f"{args.criterion}/{GROUP}"
     if not data:
-        sys.exit(f"no criterion results under {args.criterion}/{GROUP}; run `cargo bench --bench compression` first")
+        sys.exit(f"no results under {where}; run `cargo bench --bench compression` first")
+    print(f"source: {where}\n")
     print(table(data))
     svg(data, args.out)
     print(f"\nwrote {args.out}")

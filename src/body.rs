@@ -152,7 +152,7 @@ impl<B> GzipBody<B> {
         !matches!(self.state, State::Passthrough)
     }
 
-    /// Whether this body holds a deflate state right now (about 300 KiB).
+    /// Whether this body holds a deflate state right now (about 325 KiB resident, 384 KiB allocated, at the default window).
     ///
     /// `false` before the first data frame, after the end, for bodies that are not compressed, and
     /// while the stream hibernates (see [`GzipLayer::hibernate_after`](crate::GzipLayer::hibernate_after)).
@@ -275,7 +275,8 @@ where
         match this.state {
             State::Passthrough => {
                 let frame = ready!(this.inner.poll_frame(cx));
-                if !matches!(frame, Some(Ok(_))) {
+                // The end, an error and trailers are each the inner body's last answer.
+                if !matches!(&frame, Some(Ok(frame)) if frame.is_data()) {
                     *this.state = State::Done;
                 }
                 Poll::Ready(frame.map(|frame| {

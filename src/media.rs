@@ -113,17 +113,14 @@ fn normalize(pattern: Cow<'static, str>) -> Cow<'static, str> {
 }
 
 /// The lowercased `type/subtype` of a `Content-Type` value, or `None` if it has none.
+///
+/// Only the part before the first `;` is parsed: parameters are ignored, so neither malformed
+/// parameters (`text/event-stream;charset`) nor non-ASCII bytes in them (`name="café.png"`, valid
+/// obs-text in a header) can hide the media type.
 pub(crate) fn media_type(value: &HeaderValue) -> Option<String> {
-    let value = value.to_str().ok()?;
-    let essence = match value.parse::<mime::Mime>() {
-        Ok(mime) => mime.essence_str().to_ascii_lowercase(),
-        // `mime` rejects some headers seen in the wild (`text/event-stream;charset`); their media
-        // type is still clear, and skipping SSE must not depend on well-formed parameters.
-        Err(_) => value.split(';').next()?.trim().to_ascii_lowercase(),
-    };
-    let (ty, subtype) = essence.split_once('/')?;
-    let is_token = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_graphic() && b != b'/');
-    (is_token(ty) && is_token(subtype)).then_some(essence)
+    let essence = value.as_bytes().split(|&b| b == b';').next()?.trim_ascii();
+    let mime: mime::Mime = std::str::from_utf8(essence).ok()?.parse().ok()?;
+    Some(mime.essence_str().to_ascii_lowercase())
 }
 
 fn pattern_matches(pattern: &str, media_type: &str) -> bool {
@@ -202,6 +199,8 @@ mod tests {
             ("text/", false),
             ("/event-stream", false),
             (";charset=utf-8", false),
+            ("text/event stream", false),
+            ("text/event-stream/x", false),
         ];
         for (content_type, expected) in cases {
             assert_eq!(
@@ -217,6 +216,16 @@ mod tests {
         let filter = MediaTypeFilter::default();
         assert!(!filter.skips(None));
         assert!(!skips(&filter, b"image/\xffpng"));
+    }
+
+    #[test]
+    fn non_ascii_parameters_do_not_hide_the_media_type() {
+        let filter = MediaTypeFilter::default();
+        assert!(skips(&filter, "image/png; name=\"café.png\"".as_bytes()));
+        assert!(skips(&filter, b"image/png; name=\"caf\xe9.png\""));
+        assert!(skips(&filter, b"text/event-stream; x=\"\xff\""));
+        assert!(skips(&filter, b"application/grpc; x=\"\xe9\""));
+        assert!(!skips(&filter, b"text/html; charset=\xff"));
     }
 
     #[test]

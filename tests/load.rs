@@ -4,6 +4,8 @@
 //!
 //! Modes: the reduced (CI) sizes by default; `TOWER_GZIP_LOAD=full` for the full sizes (10,000 SSE
 //! streams, ...). Figures are printed to stderr (`cargo test --test load -- --nocapture`).
+//! `TOWER_GZIP_LOAD_NEVER_HIBERNATE=1` runs the child servers with `never_hibernate()` (the crate's
+//! default drops the deflate state of a stream idle for 1 s).
 //!
 //! The SSE, disconnect and slow-reader tests run their server in a child process (this test
 //! binary re-executed with `TOWER_GZIP_LOAD_CHILD=server`, see `load/server.rs`): with 10,000
@@ -223,6 +225,8 @@ impl ServerProcess {
                 "--nocapture",
                 "--test-threads=1",
             ])
+            // The child inherits this environment (so TOWER_GZIP_LOAD_NEVER_HIBERNATE=1 given
+            // to the test reaches the server), plus the settings of this test.
             .env(CHILD_ENV, "server")
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
             .stdin(Stdio::piped())
@@ -308,6 +312,15 @@ fn proc_status_kib(pid: u32, field: &str) -> u64 {
 
 /// Bound on every single wait in these tests; reaching it is a failure.
 const WAIT: Duration = Duration::from_secs(60);
+
+/// Bound of the waits that span the opening of every SSE stream (10,000 in full mode).
+fn long_wait() -> Duration {
+    if full_mode() {
+        WAIT * 5
+    } else {
+        WAIT
+    }
+}
 
 type Sender = hyper::client::conn::http1::SendRequest<Empty<Bytes>>;
 
@@ -569,8 +582,8 @@ async fn sse_client(
         events: 0,
         compressed_bytes: 0,
     };
-    // Generous: the gate opens only once every stream is connected.
-    let frame_wait = WAIT * 5;
+    // Generous: the gates open only once every stream is connected.
+    let frame_wait = long_wait();
     loop {
         let frame = match timeout(frame_wait, body.frame()).await {
             Err(_) => return Err(format!("stream {s}: no frame in {frame_wait:?}")),
@@ -683,7 +696,7 @@ fn sse_streams_all_events_arrive_intact() {
             ));
         }
         let wait_count = |counter: Arc<AtomicUsize>, what: &'static str| async move {
-            let deadline = Instant::now() + WAIT * 5;
+            let deadline = Instant::now() + long_wait();
             while counter.load(Ordering::SeqCst) < streams as usize {
                 assert!(
                     Instant::now() < deadline,

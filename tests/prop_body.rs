@@ -447,7 +447,8 @@ fn body_case() -> impl Strategy<Value = BodyCase> {
         prop_oneof![3 => Just(15u8), 1 => 7u8..=17],
         prop::bool::weighted(0.85),
         any::<bool>(),
-        0u8..3,
+        // Hibernating at every stall re-primes a deflate state each time: slow in debug builds.
+        prop_oneof![3 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8)],
     );
     (shape, options).prop_map(
         |(
@@ -770,13 +771,11 @@ fn check_case(case: BodyCase, coverage: &Coverage) -> TestCaseResult {
         0,
         "the inner body was polled after its end"
     );
-    if compress || !KNOWN_BUG_PASSTHROUGH_REPOLLS_AFTER_TRAILERS {
-        prop_assert_eq!(
-            polls_after_trailers,
-            0,
-            "the inner body was polled after its trailers"
-        );
-    }
+    prop_assert_eq!(
+        polls_after_trailers,
+        0,
+        "the inner body was polled after its trailers"
+    );
     prop_assert_eq!(layer.live_streams(), 0, "the stream slot was not released");
     for (yielded_before, hint) in hints {
         let remaining = (output.len() - yielded_before) as u64;
@@ -829,20 +828,12 @@ fn check_case(case: BodyCase, coverage: &Coverage) -> TestCaseResult {
     Ok(())
 }
 
-/// Known crate bug, reproduced by `passthrough_polls_the_inner_body_after_its_trailers`: a body
-/// that is passed through (not compressed) is polled again after it yielded its trailers. Until it
-/// is fixed, the property tolerates that one case (and only for passthrough); set this to `false`
-/// once the reproduction passes.
-const KNOWN_BUG_PASSTHROUGH_REPOLLS_AFTER_TRAILERS: bool = true;
-
-/// Crate bug reproduction (fails until fixed). `src/body.rs` promises "The inner body is never polled
-/// after it returned `None`, trailers, or an error", and the compressing path keeps that promise,
-/// but the passthrough path only stops after `None` or an error: after the trailers frame it polls
-/// the inner body again. A non-fused inner body (one that panics when polled after its last frame,
-/// as tower-http #732 describes) then panics in whatever drives the response body to `None`
-/// (`BodyExt::collect`, a proxy, ...).
+/// Regression test for a bug this test found: the passthrough path stopped only after `None` or an
+/// error and polled the inner body again after its trailers. A non-fused inner body (one that
+/// panics when polled after its last frame, as tower-http #732 describes) then panicked in whatever
+/// drove the response body to `None` (`BodyExt::collect`, a proxy, ...).
 #[test]
-fn passthrough_polls_the_inner_body_after_its_trailers() {
+fn passthrough_never_polls_the_inner_body_after_its_trailers() {
     let log = Arc::new(Mutex::new(Log::default()));
     let mut trailers = HeaderMap::new();
     trailers.insert("grpc-status", HeaderValue::from_static("0"));
@@ -873,7 +864,7 @@ fn passthrough_polls_the_inner_body_after_its_trailers() {
 #[test]
 fn gzip_body_properties() {
     let coverage = Coverage::default();
-    run_property("gzip_body_properties", 6_000, body_case(), |case| {
+    run_property("gzip_body_properties", 5_000, body_case(), |case| {
         check_case(case, &coverage)
     });
     let get = |counter: &AtomicUsize| counter.load(Ordering::Relaxed);

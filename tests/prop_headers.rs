@@ -648,11 +648,13 @@ fn element_readings(element: &[u8]) -> Vec<Option<(Coding, u16)>> {
         let readings = match param.iter().position(|&b| b == b'=') {
             Some(eq) => {
                 let (name, value) = (&param[..eq], &param[eq + 1..]);
-                if name.eq_ignore_ascii_case(b"q") {
+                if name.eq_ignore_ascii_case(b"q") && trim_ows(value) == value {
                     vec![Param::Weight(qvalue(value))]
                 } else if trim_ows(name).eq_ignore_ascii_case(b"q") || name.is_empty() {
-                    // `q = 0.5`, `=x`: not the grammar; read leniently or as malformed.
+                    // `q = 0.5`, `q=\t0.5`, `=x`: whitespace around `=` is not the grammar
+                    // ("q=" qvalue); read strictly, leniently, or as a malformed parameter.
                     vec![
+                        Param::Weight(qvalue(value)),
                         Param::Weight(qvalue(trim_ows(value))),
                         Param::Drop,
                         Param::Ignore,
@@ -909,11 +911,6 @@ fn model_media_skipped(content_type: Option<&Bytes>, lists: &MediaLists) -> Allo
     let media = String::from_utf8(essence.to_ascii_lowercase()).expect("tokens are ASCII");
     let skipped = lists.skip.iter().any(|p| pattern_matches(p, &media))
         && !lists.compress.iter().any(|p| pattern_matches(p, &media));
-    if KNOWN_BUG_NON_ASCII_CONTENT_TYPE_IS_NOT_PARSED && skipped && value.iter().any(|&b| b >= 0x80)
-    {
-        // See `media_type_with_a_non_ascii_parameter_is_still_skipped`.
-        return Allowed::EITHER;
-    }
     Allowed::of(skipped)
 }
 
@@ -1398,17 +1395,11 @@ fn check_case(case: HeaderCase, tally: &Tally) -> TestCaseResult {
     Ok(())
 }
 
-/// Known crate bug, reproduced by `media_type_with_a_non_ascii_parameter_is_still_skipped`: a
-/// `Content-Type` with any byte above 0x7F (in a parameter) is not parsed at all, so a skipped media
-/// type is compressed. Until it is fixed, the model leaves such values open; set this to `false`
-/// once the reproduction passes.
-const KNOWN_BUG_NON_ASCII_CONTENT_TYPE_IS_NOT_PARSED: bool = true;
-
-/// Crate bug reproduction (fails until fixed). The docs say the `Content-Type` "is parsed:
+/// Regression test for a bug the property test found. The docs say the `Content-Type` "is parsed:
 /// case-insensitive, parameters ignored", and RFC 9110 allows obs-text (0x80-0xFF) in a quoted
-/// parameter value. But `media::media_type` starts with `HeaderValue::to_str()`, which fails on any
-/// such byte, and an unparsed `Content-Type` is "never skipped": a PNG named `café.png`, a gRPC
-/// response or an SSE stream (not opted in) with such a parameter gets `Content-Encoding: gzip`.
+/// parameter value. `media::media_type` used to start with `HeaderValue::to_str()`, which fails on
+/// any such byte, and an unparsed `Content-Type` is "never skipped": a PNG named `café.png`, a gRPC
+/// response or an SSE stream (not opted in) with such a parameter got `Content-Encoding: gzip`.
 #[test]
 fn media_type_with_a_non_ascii_parameter_is_still_skipped() {
     let mut failures = Vec::new();
@@ -1472,7 +1463,7 @@ fn decision_and_headers_match_the_documented_rules() {
     // The model must decide most cases, and every outcome must be well represented.
     assert!(get(&tally.open) * 10 < cases, "too many open cases");
     for counter in [&tally.gzip, &tally.identity, &tally.untouched] {
-        assert!(get(counter) * 10 > cases, "an outcome is under-represented");
+        assert!(get(counter) * 20 > cases, "an outcome is under-represented");
     }
 }
 

@@ -920,8 +920,14 @@ pub fn results_dir() -> std::path::PathBuf {
     dir
 }
 
-/// Writes `rows` (first row = header) as CSV to `target/bench-results/<name>`.
+/// Writes `rows` (first row = header) as CSV to `target/bench-results/<name>`. Smoke runs
+/// (`cargo test --benches`, which passes no `--bench`) write nothing, so they never replace the
+/// results of a real run.
 pub fn write_csv(name: &str, rows: &[Vec<String>]) {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("smoke run: {name} not written");
+        return;
+    }
     let path = results_dir().join(name);
     let text: String = rows.iter().map(|row| row.join(",") + "\n").collect();
     if let Err(e) = std::fs::write(&path, text) {

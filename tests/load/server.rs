@@ -253,7 +253,8 @@ fn error_kind(error: &(dyn std::error::Error + 'static)) -> String {
 }
 
 /// Runs the server until stdin closes. Settings come from the environment:
-/// `TOWER_GZIP_LOAD_LEVEL` (gzip level), `TOWER_GZIP_LOAD_MAX_STREAMS` (stream budget).
+/// `TOWER_GZIP_LOAD_LEVEL` (gzip level), `TOWER_GZIP_LOAD_MAX_STREAMS` (stream budget),
+/// `TOWER_GZIP_LOAD_NEVER_HIBERNATE` (keep every deflate state; the default hibernates after 1 s).
 pub(crate) fn run() -> ! {
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
@@ -275,6 +276,9 @@ pub(crate) fn run() -> ! {
     }
     if let Some(max) = env_u64("TOWER_GZIP_LOAD_MAX_STREAMS") {
         layer = layer.max_streams(max as usize);
+    }
+    if std::env::var_os("TOWER_GZIP_LOAD_NEVER_HIBERNATE").is_some() {
+        layer = layer.never_hibernate();
     }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
