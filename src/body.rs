@@ -124,7 +124,10 @@ impl<B> GzipBody<B> {
                 },
                 flush,
                 hibernate_after,
-                idle_since: None,
+                // A stream is idle from the start: one whose first data takes longer than
+                // `hibernate_after` (an SSE subscription waiting for its first event) is the
+                // idle kind and sleeps right after that data.
+                idle_since: hibernate_after.map(|_| Instant::now()),
                 woke_from_idle: false,
                 _permit: permit,
                 input: Bytes::new(),

@@ -86,9 +86,9 @@ impl GzipLayer {
     ///
     /// The body has no timer of its own. A stream hibernates at a stall (when the handler's body
     /// returns `Pending`) if it has been stalled for `idle` by then, or if the data it just sent
-    /// came after an idle period of at least `idle` (so a stream with one event every few seconds
-    /// sleeps between events instead of waiting for a poll that may not come). Token streams
-    /// with gaps well under `idle` never hibernate mid-answer.
+    /// came after an idle period of at least `idle`, counting the wait for the first data (so a
+    /// stream with one event every few seconds sleeps between events instead of waiting for a poll
+    /// that may not come). Token streams with gaps well under `idle` never hibernate mid-answer.
     ///
     /// `Duration::ZERO` hibernates at every stall. With the `miniz` backend the new state cannot
     /// be primed, so output right after waking is larger (still correct).

@@ -59,7 +59,7 @@ fn zero_threshold_hibernates_at_every_stall_and_the_stream_stays_one_gzip_member
 
 #[test]
 fn a_stream_idle_past_the_threshold_hibernates_when_polled() {
-    let threshold = Duration::from_millis(20);
+    let threshold = Duration::from_millis(300);
     let script = Script::new([
         data(event(0)),
         Step::Pending,
@@ -92,7 +92,7 @@ fn a_stream_idle_past_the_threshold_hibernates_when_polled() {
 
 #[test]
 fn data_after_a_long_gap_hibernates_at_the_next_stall_without_another_poll() {
-    let threshold = Duration::from_millis(20);
+    let threshold = Duration::from_millis(300);
     let script = Script::new([
         data(event(0)),
         Step::Pending,
@@ -258,4 +258,15 @@ proptest! {
         let (input_so_far, _) = input_after(events.len());
         prop_assert_eq!(gunzip(&received), input_so_far);
     }
+}
+
+#[test]
+fn a_stream_whose_first_data_comes_late_sleeps_right_after_it() {
+    let threshold = Duration::from_millis(300);
+    let script = Script::new([data(event(0)), Step::Pending, Step::End]);
+    let layer = GzipLayer::new().hibernate_after(threshold);
+    let mut body = wrap(&layer, "application/x-ndjson", script);
+    std::thread::sleep(threshold); // the handler takes a while to produce its first event
+    expect_frame(&mut body);
+    assert!(!body.holds_compressor());
 }

@@ -648,11 +648,18 @@ fn mib(bytes: f64) -> String {
 #[test]
 fn sse_streams_all_events_arrive_intact() {
     let _lock = load_lock();
-    let (streams, interval_ms) = if full_mode() {
+    let (streams, mut interval_ms) = if full_mode() {
         (10_000u64, 500u64)
     } else {
         (1_000, 200)
     };
+    // `TOWER_GZIP_LOAD_INTERVAL_MS=2000` gives idle gaps long enough for streams to hibernate.
+    if let Some(ms) = std::env::var("TOWER_GZIP_LOAD_INTERVAL_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        interval_ms = ms;
+    }
     let events = 20u32;
     let server = ServerProcess::spawn(&[]);
     let addr = server.addr;
