@@ -117,6 +117,16 @@
 //! identity, the response is sent as identity (no 406), so the handler's own status and body are
 //! what the client sees.
 //!
+//! # Memory
+//!
+//! A compressed response holds a deflate state (about 325 KiB resident at the default window) from
+//! its first data frame until it ends; responses that are not compressed never allocate one. A
+//! compressed stream that goes idle hibernates ([`GzipLayer::hibernate_after`], default 1 s): it
+//! drops the deflate state, keeps the last window of input (at most 32 KiB), and continues the same
+//! gzip stream with a new state primed with that window when data comes again.
+//! [`GzipLayer::max_streams`] caps how many responses are compressed at once, and
+//! [`GzipLayer::live_streams`] reports the count.
+//!
 //! # Errors
 //!
 //! The body error type is [`BoxError`]. An error of the inner body is passed on unchanged (boxed,
