@@ -145,6 +145,11 @@ fn ready_tiny_chunks_are_coalesced_like_one_chunk() {
     assert_eq!(gunzip(&one_chunk), input);
     assert_eq!(gunzip(&tiny), input);
     let ratio = tiny.len() as f64 / one_chunk.len() as f64;
+    eprintln!(
+        "1 MiB as 7-byte ready chunks: {} bytes; as one chunk: {} bytes (x{ratio:.4})",
+        tiny.len(),
+        one_chunk.len()
+    );
     assert!(
         ratio <= 1.05,
         "7-byte chunks: {} bytes vs one chunk: {} bytes (x{ratio:.3})",
