@@ -1139,8 +1139,24 @@ fn slow_readers_hold_bounded_memory() {
             total
         });
 
+        // Wait until the slow streams stop producing (their socket buffers are full): how long
+        // that takes depends on the machine and the backend, so it is waited for, not assumed.
+        // Then check that production stays stopped while the readers keep waiting.
         tokio::time::sleep(stall / 2).await;
-        let mid = Stats::fetch(addr).await;
+        let settle_deadline = Instant::now() + WAIT;
+        let mut mid = Stats::fetch(addr).await;
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            let now = Stats::fetch(addr).await;
+            if now.num("produced_slow") == mid.num("produced_slow") {
+                break;
+            }
+            assert!(
+                Instant::now() < settle_deadline,
+                "slow streams never stopped producing within {WAIT:?}"
+            );
+            mid = now;
+        }
         tokio::time::sleep(stall / 2).await;
         let end = Stats::fetch(addr).await;
         let end_rss = server.rss_kib();
@@ -1166,8 +1182,8 @@ fn slow_readers_hold_bounded_memory() {
         eprintln!(
             "\nSlow readers [{}]: {readers} clients with a 4 KiB receive buffer not reading for \
              {stall:?}, handler producing 16 KiB per poll without end (level 1)\n\
-             - produced per slow stream: {} after {:?}, {} after {stall:?} (backpressure: the body \
-               is polled only when hyper can write)\n\
+             - produced per slow stream: {} when it stopped growing (checked from {:?} on), {} \
+               after a further {:?} (backpressure: the body is polled only when hyper can write)\n\
              - one fast reader over the same {stall:?}: {} decoded\n\
              - server live heap per stream while stalled: {:.0} KiB; RSS {} -> {}\n\
              - after reading: {} verified intact (1 MiB per slow stream); live_streams {}, bodies {}\n\
@@ -1176,6 +1192,7 @@ fn slow_readers_hold_bounded_memory() {
             mib(produced_mid),
             stall / 2,
             mib(produced_end),
+            stall / 2,
             mib(fast_bytes as f64),
             heap_per_reader / 1024.0,
             mib(base_rss as f64 * 1024.0),
