@@ -146,6 +146,11 @@ fn size_report(json: &Bytes) {
             reference.len().to_string(),
         ]);
     }
+    let by_level: Vec<String> = [1, 6, 9]
+        .iter()
+        .map(|&level| format!("level {level}: {} B", flate2_gzip(json, level).len()))
+        .collect();
+    println!("flate2 one call by level: {}", by_level.join(", "));
     println!();
     write_csv(&format!("bulk_sizes_{BACKEND}.csv"), &rows);
 }
