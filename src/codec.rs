@@ -136,16 +136,17 @@ impl GzipEncoder {
         self.input_len = self.input_len.wrapping_add(input.len() as u32);
         self.dirty = true;
         // Wake before remembering: the dictionary is the input that came before this write.
-        let mut deflater = match self.deflater.take() {
-            Some(deflater) => deflater,
-            None => Deflater::new(self.settings, self.dictionary()),
-        };
+        if self.deflater.is_none() {
+            let deflater = Deflater::new(self.settings, self.dictionary());
+            self.deflater = Some(deflater);
+        }
         if let Some(history) = &mut self.history {
             remember(history, input, 1 << self.settings.window_bits());
         }
-        let result = deflater.write(input, out);
-        self.deflater = Some(deflater);
-        result
+        match &mut self.deflater {
+            Some(deflater) => deflater.write(input, out),
+            None => Err(CompressError::stalled()), // created just above
+        }
     }
 
     /// Sync-flushes the deflate stream so everything written so far is decodable from `out`.

@@ -208,6 +208,11 @@ pub(crate) fn add_vary_accept_encoding(headers: &mut HeaderMap) {
             }
         }
     }
+    if merged.is_empty() {
+        // The common case: nothing to merge, no allocation.
+        headers.insert(VARY, HeaderValue::from_static("Accept-Encoding"));
+        return;
+    }
     merged.extend_from_slice(b"Accept-Encoding");
     // Members came from valid header values and are joined with ", ", so this cannot fail;
     // appending a separate line is the equally valid fallback.
