@@ -22,7 +22,6 @@ use std::convert::Infallible;
 use std::fmt::Debug;
 use std::io::Read;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
@@ -30,49 +29,16 @@ use http_body::Frame;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full, StreamBody};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngSeed, TestCaseError, TestCaseResult, TestRunner};
+use proptest::test_runner::{TestCaseError, TestCaseResult};
 use tower::{service_fn, Layer, ServiceExt};
 use tower_gzip::GzipLayer;
+
+mod prop_support;
+use prop_support::run_property;
 
 // ---------------------------------------------------------------------------------------------
 // Runner (same as prop_body's)
 // ---------------------------------------------------------------------------------------------
-
-const DEFAULT_SEED: u64 = 0x0005_7047_5a49_5005;
-
-fn env_u64(names: &[&str]) -> Option<u64> {
-    names
-        .iter()
-        .find_map(|name| std::env::var(name).ok()?.trim().parse().ok())
-}
-
-fn run_property<S>(name: &str, cases: u32, strategy: S, test: impl Fn(S::Value) -> TestCaseResult)
-where
-    S: Strategy,
-    S::Value: Debug,
-{
-    let seed = env_u64(&["TOWER_GZIP_PROP_SEED", "PROPTEST_RNG_SEED"]).unwrap_or(DEFAULT_SEED);
-    let cases = env_u64(&["PROPTEST_CASES"]).map_or(cases, |n| n as u32);
-    let config = Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        max_shrink_iters: 4096,
-        ..Config::default()
-    };
-    let started = Instant::now();
-    let mut runner = TestRunner::new(config);
-    if let Err(error) = runner.run(&strategy, test) {
-        panic!(
-            "property `{name}` failed with seed {seed} ({cases} cases); reproduce with \
-             TOWER_GZIP_PROP_SEED={seed} cargo test --test prop_headers {name}\n{error}"
-        );
-    }
-    eprintln!(
-        "property `{name}`: {cases} cases passed, seed {seed}, {:.1?}",
-        started.elapsed()
-    );
-}
 
 // ---------------------------------------------------------------------------------------------
 // Generated cases
