@@ -31,7 +31,10 @@ use flate2::{Compress, Compression, FlushCompress, Status};
 use crate::error::CompressError;
 
 /// Size of the buffer the deflate stream writes into before the bytes are copied to the output.
-const SCRATCH_LEN: usize = 8 * 1024;
+/// It is resident for as long as the deflate state lives: 2 KiB instead of 8 KiB brought a paused
+/// stream from 324.3 to 318.4 KiB resident, with bulk throughput unchanged (`benches/memory.rs`,
+/// `benches/compression.rs`).
+const SCRATCH_LEN: usize = 2 * 1024;
 
 /// Writes smaller than this are collected before deflate sees them.
 const STAGE_LEN: usize = 4 * 1024;
