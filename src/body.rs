@@ -155,7 +155,7 @@ impl<B> GzipBody<B> {
         !matches!(self.state, State::Passthrough)
     }
 
-    /// Whether this body holds a deflate state right now (about 325 KiB resident, 384 KiB allocated, at the default window).
+    /// Whether this body holds a deflate state right now (about 320 KiB resident, 380 KiB allocated, at the default window).
     ///
     /// `false` before the first data frame, after the end, for bodies that are not compressed, and
     /// while the stream hibernates (see [`GzipLayer::hibernate_after`](crate::GzipLayer::hibernate_after)).

@@ -18,7 +18,7 @@
 //!
 //! Hibernation: right after a sync flush the deflate stream is byte-aligned and between blocks, so
 //! a brand-new raw deflate state can continue it; the client's single inflater sees one continuous
-//! stream. [`GzipEncoder::hibernate`] drops the deflate state (about 325 KiB resident, 384 KiB allocated, at the default window) and keeps only the
+//! stream. [`GzipEncoder::hibernate`] drops the deflate state (about 320 KiB resident, 380 KiB allocated, at the default window) and keeps only the
 //! last window's worth of input; the next write builds a new state primed with that input as its
 //! dictionary (`deflateSetDictionary`), so back-references keep working and the ratio stays close
 //! to an uninterrupted stream. The CRC and length live here, outside deflate, and simply continue.

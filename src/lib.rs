@@ -119,7 +119,7 @@
 //!
 //! # Memory
 //!
-//! A compressed response holds a deflate state (about 325 KiB resident at the default window) from
+//! A compressed response holds a deflate state (about 320 KiB resident at the default window) from
 //! its first data frame until it ends; responses that are not compressed never allocate one. A
 //! compressed stream that goes idle hibernates ([`GzipLayer::hibernate_after`], default 1 s): it
 //! drops the deflate state, keeps the last window of input (at most 32 KiB), and continues the same
