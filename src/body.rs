@@ -63,6 +63,8 @@ pin_project! {
         #[pin]
         inner: B,
         state: State,
+        // Fixed at construction: the state alone cannot tell once it reaches `Done`.
+        compressing: bool,
     }
 }
 
@@ -102,6 +104,7 @@ impl<B> GzipBody<B> {
         Self {
             inner,
             state: State::Passthrough,
+            compressing: false,
         }
     }
 
@@ -116,6 +119,7 @@ impl<B> GzipBody<B> {
     ) -> Self {
         Self {
             inner,
+            compressing: true,
             state: State::Compressing(Box::new(Compressor {
                 encoder: None,
                 settings: EncoderSettings {
@@ -152,7 +156,7 @@ impl<B> GzipBody<B> {
     /// # });
     /// ```
     pub fn is_compressing(&self) -> bool {
-        !matches!(self.state, State::Passthrough)
+        self.compressing
     }
 
     /// Whether this body holds a deflate state right now (about 320 KiB resident, 380 KiB allocated, at the default window).

@@ -41,44 +41,26 @@ pub(crate) struct BodyLength {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Decision {
     /// Not a candidate for compression: headers and body stay exactly as they are.
-    Untouched(Skip),
+    Untouched,
     /// A candidate, but the client did not accept gzip: sent as is, plus `Vary: Accept-Encoding`.
     Identity,
     /// Compressed: gzip headers; the body is compressed unless the request was `HEAD`.
     Gzip,
 }
 
-/// Why a response is left untouched.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Skip {
-    /// 1xx, 204, 205 and 304 have no content; 206 and `Content-Range` are byte ranges of the
-    /// identity representation.
-    Status,
-    ContentRange,
-    AlreadyEncoded,
-    NoTransform,
-    /// A digest of the bytes as they are would no longer match.
-    Digest,
-    /// The body is empty or below the minimum size.
-    TooSmall,
-    MediaType,
-    Predicate,
-}
-
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
 const REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 const CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
 
-/// Decides what happens to a response. The rules are listed in the crate docs; their order here
-/// only matters for the reason reported.
+/// Decides what happens to a response. The rules are listed in the crate docs.
 pub(crate) fn decide(
     config: &Config,
     request: &RequestFacts,
     response: &http::response::Parts,
     body: BodyLength,
 ) -> Decision {
-    if let Some(skip) = skip_reason(config, request, response, body) {
-        return Decision::Untouched(skip);
+    if !is_candidate(config, request, response, body) {
+        return Decision::Untouched;
     }
     match request.encoding {
         Encoding::Gzip => Decision::Gzip,
@@ -86,14 +68,17 @@ pub(crate) fn decide(
     }
 }
 
-fn skip_reason(
+/// Whether the response may be compressed at all (whatever the client accepts).
+fn is_candidate(
     config: &Config,
     request: &RequestFacts,
     response: &http::response::Parts,
     body: BodyLength,
-) -> Option<Skip> {
+) -> bool {
     let headers = &response.headers;
     let status = response.status;
+    // 1xx, 204, 205 and 304 have no content; 206 and `Content-Range` are byte ranges of the
+    // identity representation.
     if status.is_informational()
         || matches!(
             status,
@@ -103,22 +88,23 @@ fn skip_reason(
                 | StatusCode::NOT_MODIFIED
         )
     {
-        return Some(Skip::Status);
+        return false;
     }
     if headers.contains_key(CONTENT_RANGE) {
-        return Some(Skip::ContentRange);
+        return false;
     }
     if headers.contains_key(CONTENT_ENCODING) {
-        return Some(Skip::AlreadyEncoded);
+        return false;
     }
     if config.respect_no_transform && has_no_transform(headers) {
-        return Some(Skip::NoTransform);
+        return false;
     }
+    // A digest of the bytes as they are would no longer match.
     if [CONTENT_DIGEST, REPR_DIGEST, CONTENT_MD5]
         .iter()
         .any(|name| headers.contains_key(name))
     {
-        return Some(Skip::Digest);
+        return false;
     }
     // A HEAD response's body says nothing about the GET body: only its Content-Length does.
     let known_length = if request.is_head {
@@ -129,17 +115,17 @@ fn skip_reason(
         body.exact.or_else(|| content_length(headers))
     };
     if known_length.is_some_and(|len| len == 0 || len < config.min_size) {
-        return Some(Skip::TooSmall);
+        return false;
     }
     if config.media_types.skips(headers.get(CONTENT_TYPE)) {
-        return Some(Skip::MediaType);
+        return false;
     }
     if let Some(head) = &request.head {
         if !config.predicates.iter().all(|p| p(head, response)) {
-            return Some(Skip::Predicate);
+            return false;
         }
     }
-    None
+    true
 }
 
 /// `Cache-Control: no-transform` (RFC 9111 §5.2.2.6), in any field line, any case.

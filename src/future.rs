@@ -72,7 +72,7 @@ where
             exact: body.size_hint().exact(),
         };
         let body = match decide(this.config, this.request, &head, length) {
-            Decision::Untouched(_) => GzipBody::passthrough(body),
+            Decision::Untouched => GzipBody::passthrough(body),
             Decision::Identity => {
                 add_vary_accept_encoding(&mut head.headers);
                 GzipBody::passthrough(body)

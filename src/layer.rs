@@ -47,8 +47,8 @@ impl GzipLayer {
     /// Sets the gzip level: 0 (stored, no compression) to 9 (smallest, slowest). Values above 9 are
     /// treated as 9. Default: 6.
     ///
-    /// Level 1 is about 4x faster than 6 on JSON for a slightly larger output; token streams, whose
-    /// events are small, lose little by a low level.
+    /// Measured in BENCHMARKS.md: level 1 costs about 6.6x less CPU per SSE token event than
+    /// level 6 for about 1% more bytes, but makes bulk JSON 54% larger.
     ///
     /// ```
     /// let layer = tower_gzip::GzipLayer::new().level(1);

@@ -190,6 +190,10 @@ fn passthrough_never_polls_the_inner_body_after_it_ended() {
     assert!(matches!(poll_once(&mut body), Polled::End));
     assert!(matches!(poll_once(&mut body), Polled::End));
     assert_eq!(polls.load(Ordering::SeqCst), after_end);
+    assert!(
+        !body.is_compressing(),
+        "still a pass-through body after its end"
+    );
 }
 
 /// Wraps `script` as a `text/event-stream` response, which the default layer does not compress.
@@ -395,6 +399,10 @@ fn size_hint_and_end_of_stream_are_truthful() {
     assert_eq!(body.size_hint().exact(), None, "compressed size is unknown");
     let (frames, _) = drain(&mut body);
     assert!(!frames.is_empty());
+    assert!(
+        body.is_compressing(),
+        "still a compressing body after its end"
+    );
     assert!(body.is_end_stream());
     assert_eq!(body.size_hint().exact(), Some(0));
 
