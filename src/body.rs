@@ -6,10 +6,13 @@
 //!   are held back: every frame the inner body produced is decodable by the client by the time this
 //!   body waits (flush policy [`FlushPolicy::OnStall`]) or right after it (`EveryFrame`).
 //! - A body that ends normally yields exactly one complete gzip member, then the trailers if any.
-//!   A body that fails yields the error and never the gzip trailer, so a client cannot mistake a
-//!   truncated body for a complete one.
-//! - At most [`POLL_INPUT_BUDGET`] input bytes are compressed per poll, which bounds both the
-//!   time spent in one poll and the size of one output frame.
+//!   A body whose inner body fails first yields, flushed, everything compressed so far, then the
+//!   error, and never the gzip trailer: the client can decode all the handler produced up to the
+//!   failure, and cannot mistake the truncated body for a complete one.
+//! - At most [`POLL_INPUT_BUDGET`] input bytes and [`POLL_FRAME_BUDGET`] inner frames are handled
+//!   per poll, which bounds the time spent in one poll and the size of one output frame, even for
+//!   an inner body that is always ready.
+//! - A pass-through body ends only when the inner body ends, fails or sends trailers.
 
 use std::fmt;
 use std::pin::Pin;
@@ -30,6 +33,10 @@ use crate::{BoxError, FlushPolicy};
 /// 64 KiB takes about 0.6 ms at level 6 on zlib-rs (about 110 MB/s on the project machine), so a
 /// 16 MB chunk cannot hold an executor thread for its whole 150 ms.
 pub(crate) const POLL_INPUT_BUDGET: usize = 64 * 1024;
+
+/// Inner frames handled per `poll_frame` call before control goes back to the caller, so a body
+/// that is always ready with empty (or unknown) frames cannot hold the executor.
+pub(crate) const POLL_FRAME_BUDGET: usize = 256;
 
 /// Compressed bytes collected before a frame is yielded without waiting for a stall.
 const FRAME_TARGET: usize = 32 * 1024;
@@ -75,6 +82,11 @@ enum State {
     Compressing(Box<Compressor>),
     /// The gzip member is complete; the inner body's trailers remain to be sent.
     Trailers(HeaderMap),
+    /// The inner body failed after compressed bytes were handed out; the error comes next.
+    Failed(BoxError),
+    /// The body of a `HEAD` response that says `Content-Encoding: gzip`: nothing is sent, and no
+    /// length is claimed (the identity length would be wrong, the compressed one is unknown).
+    HeadOfGzip,
     /// Nothing more to yield; the inner body is not polled again.
     Done,
 }
@@ -104,6 +116,16 @@ impl<B> GzipBody<B> {
         Self {
             inner,
             state: State::Passthrough,
+            compressing: false,
+        }
+    }
+
+    /// Wraps the body of a `HEAD` response that gets gzip headers: it yields nothing, is never
+    /// compressed, and hides the inner body's length.
+    pub(crate) fn head_of_gzip(inner: B) -> Self {
+        Self {
+            inner,
+            state: State::HeadOfGzip,
             compressing: false,
         }
     }
@@ -140,7 +162,8 @@ impl<B> GzipBody<B> {
         }
     }
 
-    /// Whether this body compresses (`false` for responses passed through unchanged).
+    /// Whether this body compresses (`false` for responses passed through unchanged, and for the
+    /// body of a `HEAD` response, which is never sent even when the headers say `gzip`).
     ///
     /// ```
     /// # use bytes::Bytes;
@@ -282,8 +305,13 @@ where
         match this.state {
             State::Passthrough => {
                 let frame = ready!(this.inner.poll_frame(cx));
-                // The end, an error and trailers are each the inner body's last answer.
-                if !matches!(&frame, Some(Ok(frame)) if frame.is_data()) {
+                // The end, an error and trailers are each the inner body's last answer; a frame
+                // of a kind this crate does not know is passed on and the body goes on.
+                let is_last = match &frame {
+                    None | Some(Err(_)) => true,
+                    Some(Ok(frame)) => frame.is_trailers(),
+                };
+                if is_last {
                     *this.state = State::Done;
                 }
                 Poll::Ready(frame.map(|frame| {
@@ -302,9 +330,13 @@ where
                         *this.state = trailers.map_or(State::Done, State::Trailers);
                         Poll::Ready(Some(Ok(frame)))
                     }
-                    Poll::Ready(Step::Failed(error)) => {
+                    Poll::Ready(Step::Failed(None, error)) => {
                         *this.state = State::Done;
                         Poll::Ready(Some(Err(error)))
+                    }
+                    Poll::Ready(Step::Failed(Some(frame), error)) => {
+                        *this.state = State::Failed(error);
+                        Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Pending => Poll::Pending,
                 }
@@ -314,6 +346,14 @@ where
                 *this.state = State::Done;
                 Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
+            State::Failed(_) => match std::mem::replace(this.state, State::Done) {
+                State::Failed(error) => Poll::Ready(Some(Err(error))),
+                _ => Poll::Ready(None), // not reached: the state was `Failed`
+            },
+            State::HeadOfGzip => {
+                *this.state = State::Done;
+                Poll::Ready(None)
+            }
             State::Done => Poll::Ready(None),
         }
     }
@@ -322,8 +362,8 @@ where
         match &self.state {
             State::Passthrough => self.inner.is_end_stream(),
             // A compressed body always has at least the gzip framing left to send.
-            State::Compressing(_) | State::Trailers(_) => false,
-            State::Done => true,
+            State::Compressing(_) | State::Trailers(_) | State::Failed(_) => false,
+            State::HeadOfGzip | State::Done => true,
         }
     }
 
@@ -331,8 +371,9 @@ where
         match &self.state {
             State::Passthrough => self.inner.size_hint(),
             // The compressed size is unknown until the end (tower-http #531: never guess).
-            State::Compressing(_) => SizeHint::default(),
-            State::Trailers(_) | State::Done => SizeHint::with_exact(0),
+            // Nor for the HEAD of a compressed GET, so servers write no `Content-Length` for it.
+            State::Compressing(_) | State::HeadOfGzip => SizeHint::default(),
+            State::Trailers(_) | State::Failed(_) | State::Done => SizeHint::with_exact(0),
         }
     }
 }
@@ -343,8 +384,9 @@ enum Step {
     Frame(Frame<Bytes>),
     /// The final frame of the gzip member, and the inner body's trailers if it had any.
     Last(Frame<Bytes>, Option<HeaderMap>),
-    /// The inner body or the compressor failed.
-    Failed(BoxError),
+    /// The inner body or the compressor failed: the flushed bytes compressed before the failure,
+    /// if any, are yielded first, then the error.
+    Failed(Option<Frame<Bytes>>, BoxError),
 }
 
 impl Compressor {
@@ -355,6 +397,7 @@ impl Compressor {
         B::Error: Into<BoxError>,
     {
         let mut budget = POLL_INPUT_BUDGET;
+        let mut frames_left = POLL_FRAME_BUDGET;
         loop {
             // 1. Compress what is left of the current inner frame, a bounded slice at a time.
             if !self.input.is_empty() {
@@ -369,11 +412,11 @@ impl Compressor {
                     .encoder
                     .get_or_insert_with(|| GzipEncoder::new(settings));
                 if let Err(e) = encoder.write(&slice, &mut self.output) {
-                    return Poll::Ready(Step::Failed(e.into()));
+                    return Poll::Ready(Step::Failed(None, e.into()));
                 }
                 if self.input.is_empty() && self.flush == FlushPolicy::EveryFrame {
                     if let Err(e) = encoder.flush(&mut self.output) {
-                        return Poll::Ready(Step::Failed(e.into()));
+                        return Poll::Ready(Step::Failed(None, e.into()));
                     }
                     return Poll::Ready(Step::Frame(self.take_frame()));
                 }
@@ -383,11 +426,15 @@ impl Compressor {
                 continue;
             }
 
-            // 2. Ask the inner body for its next frame.
+            // 2. Ask the inner body for its next frame, a bounded number of times per poll.
+            if frames_left == 0 {
+                return self.yield_output(cx);
+            }
+            frames_left -= 1;
             let frame = match inner.as_mut().poll_frame(cx) {
                 Poll::Pending => return self.stall(),
                 Poll::Ready(None) => return self.finish(None),
-                Poll::Ready(Some(Err(e))) => return Poll::Ready(Step::Failed(e.into())),
+                Poll::Ready(Some(Err(e))) => return self.fail(e.into()),
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
             match frame.into_data() {
@@ -412,7 +459,7 @@ impl Compressor {
     fn stall(&mut self) -> Poll<Step> {
         if let (Some(encoder), FlushPolicy::OnStall) = (&mut self.encoder, self.flush) {
             if let Err(e) = encoder.flush(&mut self.output) {
-                return Poll::Ready(Step::Failed(e.into()));
+                return Poll::Ready(Step::Failed(None, e.into()));
             }
         }
         let hibernated = self.hibernate_if_idle();
@@ -465,12 +512,24 @@ impl Compressor {
         }
     }
 
+    /// The inner body failed: flush what was compressed so it is decodable, hand it out, then the
+    /// error. No gzip trailer is written, so the stream stays visibly truncated.
+    fn fail(&mut self, error: BoxError) -> Poll<Step> {
+        if let Some(mut encoder) = self.encoder.take() {
+            if let Err(e) = encoder.flush(&mut self.output) {
+                return Poll::Ready(Step::Failed(None, e.into()));
+            }
+        }
+        let frame = (!self.output.is_empty()).then(|| self.take_frame());
+        Poll::Ready(Step::Failed(frame, error))
+    }
+
     /// The inner body ended: close the gzip member and drop the deflate state.
     fn finish(&mut self, trailers: Option<HeaderMap>) -> Poll<Step> {
         match self.encoder.take() {
             Some(mut encoder) => {
                 if let Err(e) = encoder.finish(&mut self.output) {
-                    return Poll::Ready(Step::Failed(e.into()));
+                    return Poll::Ready(Step::Failed(None, e.into()));
                 }
             }
             None => self.output.extend_from_slice(&EMPTY_GZIP_MEMBER),
@@ -489,6 +548,8 @@ impl<B: fmt::Debug> fmt::Debug for GzipBody<B> {
             State::Passthrough => "Passthrough",
             State::Compressing(_) => "Compressing",
             State::Trailers(_) => "Trailers",
+            State::Failed(_) => "Failed",
+            State::HeadOfGzip => "HeadOfGzip",
             State::Done => "Done",
         };
         f.debug_struct("GzipBody")

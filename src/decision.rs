@@ -106,15 +106,7 @@ fn is_candidate(
     {
         return false;
     }
-    // A HEAD response's body says nothing about the GET body: only its Content-Length does.
-    let known_length = if request.is_head {
-        content_length(headers)
-    } else if body.is_end_stream {
-        Some(0)
-    } else {
-        body.exact.or_else(|| content_length(headers))
-    };
-    if known_length.is_some_and(|len| len == 0 || len < config.min_size) {
+    if known_length(headers, body).is_some_and(|len| len == 0 || len < config.min_size) {
         return false;
     }
     if config.media_types.skips(headers.get(CONTENT_TYPE)) {
@@ -126,6 +118,19 @@ fn is_candidate(
         }
     }
     true
+}
+
+/// The body length known before the body is polled: `Content-Length`, else what the body says.
+///
+/// The same for `HEAD` as for `GET`, so both get the same headers: through axum and hyper a
+/// `HEAD` response carries the body its `GET` would send (the server drops it), and a handler
+/// that answers `HEAD` with an empty body states the `GET` length in `Content-Length`.
+fn known_length(headers: &HeaderMap, body: BodyLength) -> Option<u64> {
+    content_length(headers).or(if body.is_end_stream {
+        Some(0)
+    } else {
+        body.exact
+    })
 }
 
 /// `Cache-Control: no-transform` (RFC 9111 §5.2.2.6), in any field line, any case.

@@ -77,15 +77,17 @@ where
                 add_vary_accept_encoding(&mut head.headers);
                 GzipBody::passthrough(body)
             }
-            // HEAD gets the headers its GET would get right now; its body is never sent, so it is
-            // not touched and takes no stream slot.
+            // HEAD gets the headers its GET would get right now. Its body is never sent, so it is
+            // not compressed and takes no stream slot; but it must not state the identity length
+            // either, or axum and hyper write that as `Content-Length` next to `gzip`.
             Decision::Gzip if this.request.is_head => {
                 if this.config.streams.has_room(this.config.max_streams) {
                     set_gzip_headers(&mut head.headers);
+                    GzipBody::head_of_gzip(body)
                 } else {
                     add_vary_accept_encoding(&mut head.headers);
+                    GzipBody::passthrough(body)
                 }
-                GzipBody::passthrough(body)
             }
             Decision::Gzip => match this.config.streams.try_acquire(this.config.max_streams) {
                 Some(permit) => {

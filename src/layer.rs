@@ -47,7 +47,7 @@ impl GzipLayer {
     /// Sets the gzip level: 0 (stored, no compression) to 9 (smallest, slowest). Values above 9 are
     /// treated as 9. Default: 6.
     ///
-    /// Measured in BENCHMARKS.md: level 1 costs about 6.6x less CPU per SSE token event than
+    /// Measured in [BENCHMARKS.md](https://github.com/tower-gzip/tower-gzip/blob/main/BENCHMARKS.md): level 1 costs about 6.6x less CPU per SSE token event than
     /// level 6 for about 1% more bytes, but makes bulk JSON 54% larger.
     ///
     /// ```
@@ -63,7 +63,7 @@ impl GzipLayer {
     /// Default: 15 (32 KiB), the most any gzip decoder accepts.
     ///
     /// A smaller window finds fewer repeats (a lower ratio) and shrinks the compressor's memory
-    /// somewhat; see BENCHMARKS.md for measured figures. With the `miniz` backend the window is
+    /// somewhat; see [BENCHMARKS.md](https://github.com/tower-gzip/tower-gzip/blob/main/BENCHMARKS.md) for measured figures. With the `miniz` backend the window is
     /// always 32 KiB and this setting is ignored.
     ///
     /// ```

@@ -110,7 +110,10 @@
 //! `Accept-Ranges`, has a strong `ETag` weakened (`"x"` becomes `W/"x"`; an unquoted, malformed one
 //! is removed), and gets `Accept-Encoding` added to `Vary` (merged with what is there; nothing is
 //! added if `Vary` is `*` or already lists it). A `HEAD` request gets the headers its `GET` would
-//! get, judged by `Content-Length`.
+//! get: it is judged by the same length facts (`Content-Length`, else the body's own length, since
+//! axum and hyper hand a `HEAD` the body its `GET` would send), and a `HEAD` answered with gzip
+//! headers has a body that yields nothing and states no length, so servers do not write the
+//! identity `Content-Length` beside `Content-Encoding: gzip`.
 //!
 //! `Accept-Encoding` is parsed per RFC 9110 (q-values, `*`, `x-gzip`, case-insensitive); malformed
 //! elements are ignored and non-UTF-8 bytes mean identity. When the client refuses both gzip and

@@ -244,10 +244,12 @@ fn inner_error_mid_body_passes_through_and_no_gzip_trailer_is_written() {
         error.downcast_ref::<ScriptError>(),
         Some(&ScriptError("upstream reset"))
     );
-    // What was flushed decodes, but the stream is not a complete gzip member.
+    // Everything the handler produced before the error decodes (the bytes compressed but not yet
+    // handed out when the error came are flushed and yielded before it), but the stream is not a
+    // complete gzip member.
     assert_eq!(
         StreamingDecoder::default().push(&received),
-        b"partial line one\n"
+        b"partial line one\npartial line two\n"
     );
     let mut out = Vec::new();
     let complete =
@@ -257,6 +259,96 @@ fn inner_error_mid_body_passes_through_and_no_gzip_trailer_is_written() {
     let after_error = polls.load(Ordering::SeqCst);
     assert!(matches!(poll_once(&mut body), Polled::End));
     assert_eq!(polls.load(Ordering::SeqCst), after_error);
+}
+
+/// Review finding: frames compressed in the same poll as the inner error were dropped with the
+/// deflate state, so the client lost the last thing the handler said before failing.
+#[test]
+fn bytes_compressed_before_an_inner_error_are_yielded_flushed_before_it() {
+    let script = Script::new([
+        data("line one\n"),
+        data("line two\n"),
+        data("line three\n"),
+        Step::Error("upstream reset"),
+    ]);
+    let polls = script.polls.clone();
+    let mut body = wrap(&GzipLayer::new(), "application/x-ndjson", script);
+    // Everything is ready at once: one poll compresses the three lines and meets the error.
+    let Polled::Data(frame) = poll_once(&mut body) else {
+        panic!("expected the compressed lines before the error");
+    };
+    assert_eq!(
+        StreamingDecoder::default().push(&frame),
+        b"line one\nline two\nline three\n"
+    );
+    let polls_at_error = polls.load(Ordering::SeqCst);
+    match poll_once(&mut body) {
+        Polled::Error(e) => assert_eq!(
+            e.downcast_ref::<ScriptError>(),
+            Some(&ScriptError("upstream reset"))
+        ),
+        other => panic!("expected the inner error, got {other:?}"),
+    }
+    assert!(matches!(poll_once(&mut body), Polled::End));
+    assert!(matches!(poll_once(&mut body), Polled::End));
+    // The failed inner body is not polled again while the error is handed out, nor after.
+    assert_eq!(polls.load(Ordering::SeqCst), polls_at_error);
+    let mut out = Vec::new();
+    let complete =
+        std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&frame[..]), &mut out);
+    assert!(complete.is_err(), "a failed body must not look complete");
+}
+
+/// An inner body that is always ready with an empty data frame, and counts its polls.
+struct EndlessEmptyFrames(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Body for EndlessEmptyFrames {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::new()))))
+    }
+}
+
+/// Review finding: only input bytes were budgeted per poll, so a body that kept returning ready
+/// empty frames made one `poll_frame` loop forever and held the executor thread.
+#[test]
+fn a_body_always_ready_with_empty_frames_cannot_hold_the_executor() {
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+        fn wake_by_ref(self: &std::sync::Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let inner_polls = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut body = wrap(
+        &GzipLayer::new(),
+        "text/plain",
+        EndlessEmptyFrames(inner_polls.clone()),
+    );
+    let wakes = std::sync::Arc::new(CountingWaker(Default::default()));
+    let waker = std::task::Waker::from(wakes.clone());
+    let mut cx = std::task::Context::from_waker(&waker);
+    for round in 1..=3 {
+        let before = inner_polls.load(Ordering::SeqCst);
+        let polled = std::pin::Pin::new(&mut body).poll_frame(&mut cx);
+        assert!(polled.is_pending(), "round {round}: nothing to yield yet");
+        let used = inner_polls.load(Ordering::SeqCst) - before;
+        assert!(
+            (1..=1024).contains(&used),
+            "round {round}: one poll_frame polled the inner body {used} times"
+        );
+        // It gave the thread back but asked to be polled again: the body is not stuck.
+        assert_eq!(wakes.0.load(Ordering::SeqCst), round);
+    }
 }
 
 #[test]
