@@ -42,7 +42,7 @@
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -58,8 +58,9 @@ use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use serde_json::{json, Value};
 use tower_gzip::GzipLayer;
 
-/// Most compressed streams open at once. Each holds a deflate state (about 300 KiB) for as long as
-/// it is open; past this many, further responses are sent uncompressed instead of allocating more.
+/// Most compressed streams open at once. Each holds a deflate state while it is busy (measured sizes:
+/// FIGURES.md, "Memory of a busy compressed stream"); past this many, further responses are sent
+/// uncompressed instead of allocating more.
 const MAX_COMPRESSED_STREAMS: usize = 2_000;
 
 // ---------------------------------------------------------------------------------------------
@@ -88,6 +89,25 @@ impl Upstream {
             }
             Upstream::Ollama { url, .. } => format!("{url}/api/chat (Ollama NDJSON)"),
         }
+    }
+
+    /// Whether the upstream is on this machine (`localhost`, `127.0.0.0/8`, `::1`): the built-in
+    /// mock, a local Ollama, a test's own server.
+    fn is_loopback(&self) -> bool {
+        let url = match self {
+            Upstream::OpenAi { base_url, .. } => base_url,
+            Upstream::Ollama { url, .. } => url,
+        };
+        reqwest::Url::parse(url)
+            .ok()
+            .and_then(|url| {
+                let host = url
+                    .host_str()?
+                    .trim_start_matches('[')
+                    .trim_end_matches(']');
+                Some(host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback()))
+            })
+            .unwrap_or(false)
     }
 
     fn default_model(&self) -> &str {
@@ -131,8 +151,9 @@ pub fn layer() -> GzipLayer {
 pub fn proxy_app(upstream: Upstream, mock: Option<Arc<MockStats>>) -> Router {
     let layer = layer();
     let mut client = reqwest::Client::builder().connect_timeout(Duration::from_secs(10));
-    if mock.is_some() {
-        // The mock is on loopback: never send it through an HTTP proxy from the environment.
+    if mock.is_some() || upstream.is_loopback() {
+        // The mock, or another upstream on loopback: never send it through an HTTP proxy from the
+        // environment.
         client = client.no_proxy();
     }
     let state = Arc::new(ProxyState {

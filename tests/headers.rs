@@ -5,10 +5,10 @@ mod support;
 
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body_util::{BodyExt, Empty, Full};
 use support::gunzip;
 use tower::{service_fn, Layer, ServiceExt};
@@ -208,7 +208,7 @@ fn cases() -> Vec<Case> {
         Case {
             name: "replaced skip list compresses png",
             headers: &[("content-type", b"image/png")],
-            layer: || GzipLayer::new().skip_media_types(["text/event-stream"]),
+            layer: || GzipLayer::new().replace_skip_list(["text/event-stream"]),
             ..CASE
         },
         Case {
@@ -366,12 +366,16 @@ fn cases() -> Vec<Case> {
             ..CASE
         },
         Case {
-            name: "custom predicate seeing the response",
+            name: "custom predicate refusing by the response head",
+            headers: &[
+                ("content-type", b"text/html; charset=utf-8"),
+                ("x-no-gzip", b"1"),
+            ],
             layer: || {
-                GzipLayer::new().compress_when(|req, res| {
-                    req.method() == Method::GET && res.status == StatusCode::OK
-                })
+                GzipLayer::new().compress_when(|_req, res| !res.headers.contains_key("x-no-gzip"))
             },
+            gzip: false,
+            vary: None,
             ..CASE
         },
         Case {
@@ -613,6 +617,144 @@ async fn response_table() {
     assert!(failures.is_empty(), "\n{}", failures.join("\n"));
 }
 
+/// What one call of a `compress_when` predicate was shown.
+#[derive(Clone, Debug, PartialEq)]
+struct Seen {
+    method: Method,
+    uri: String,
+    version: Version,
+    request: HeaderMap,
+    status: StatusCode,
+    response: HeaderMap,
+}
+
+/// The handler's response head for `/private` (`x-verdict: no`) and any other path
+/// (`x-verdict: ok`), `201 Created` for `POST`: what the predicate must be shown, untouched by the
+/// layer (`Content-Length` present, strong `ETag`, no `Vary`).
+fn predicate_response_headers(path: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    headers.insert("content-type", HeaderValue::from_static("application/json"));
+    headers.insert("content-length", HeaderValue::from(BIG));
+    headers.insert("etag", HeaderValue::from_static("\"v7\""));
+    let verdict = if path == "/private" { "no" } else { "ok" };
+    headers.insert("x-verdict", HeaderValue::from_static(verdict));
+    headers
+}
+
+/// A custom predicate is called once per response with the request head (method, URI with its
+/// query, version, every header) and the handler's response head (status, headers as the handler
+/// set them), and its answer decides. The predicate's answer needs both heads (`x-want: gzip` on the
+/// request and `x-verdict: ok` on the response), so the outcome changes if the predicate is not
+/// called, is shown other heads, or is overruled.
+#[tokio::test]
+async fn custom_predicate_sees_the_request_and_response_heads_and_its_answer_decides() {
+    let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+    let log = seen.clone();
+    let layer = GzipLayer::new().compress_when(move |request, response| {
+        log.lock().unwrap().push(Seen {
+            method: request.method().clone(),
+            uri: request.uri().to_string(),
+            version: request.version(),
+            request: request.headers().clone(),
+            status: response.status,
+            response: response.headers.clone(),
+        });
+        request.headers().get("x-want").is_some_and(|v| v == "gzip")
+            && response.headers.get("x-verdict").is_some_and(|v| v == "ok")
+    });
+    let svc = layer.layer(service_fn(|request: Request<Empty<Bytes>>| {
+        let mut response = Response::new(Full::new(body_text(BIG)));
+        if request.method() == Method::POST {
+            *response.status_mut() = StatusCode::CREATED;
+        }
+        *response.headers_mut() = predicate_response_headers(request.uri().path());
+        async move { Ok::<_, Infallible>(response) }
+    }));
+
+    // (method, URI, version, x-want, expected to be compressed)
+    let cases = [
+        (
+            Method::POST,
+            "/items?page=2&sort=desc",
+            Version::HTTP_2,
+            Some("gzip"),
+            true,
+        ),
+        (
+            Method::GET,
+            "/private?id=9",
+            Version::HTTP_11,
+            Some("gzip"),
+            false,
+        ),
+        (
+            Method::PUT,
+            "/items/3",
+            Version::HTTP_10,
+            Some("identity"),
+            false,
+        ),
+        (Method::GET, "/items", Version::HTTP_11, None, false),
+    ];
+    for (method, uri, version, want, gzip) in cases {
+        let label = format!("{method} {uri} x-want {want:?}");
+        let mut request = Request::builder()
+            .method(method.clone())
+            .uri(uri)
+            .version(version)
+            .header("accept-encoding", "gzip, br")
+            .header("authorization", "Bearer t0k3n")
+            .header("x-request-id", "r-1")
+            .header("x-request-id", "r-2");
+        if let Some(want) = want {
+            request = request.header("x-want", want);
+        }
+        let request = request.body(Empty::new()).unwrap();
+        let sent_headers = request.headers().clone();
+        let response = svc.clone().oneshot(request).await.unwrap();
+        let (parts, body) = response.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+
+        let calls = std::mem::take(&mut *seen.lock().unwrap());
+        let status = if method == Method::POST {
+            StatusCode::CREATED
+        } else {
+            StatusCode::OK
+        };
+        let path = uri.split('?').next().unwrap();
+        let expected = Seen {
+            method,
+            uri: uri.to_owned(),
+            version,
+            request: sent_headers,
+            status,
+            response: predicate_response_headers(path),
+        };
+        assert_eq!(
+            calls,
+            [expected],
+            "{label}: the predicate is called once, shown both heads"
+        );
+
+        assert_eq!(parts.status, status, "{label}");
+        let encoding = parts.headers.get("content-encoding");
+        if gzip {
+            assert_eq!(encoding.unwrap(), "gzip", "{label}: the predicate said yes");
+            assert_eq!(parts.headers["vary"], "Accept-Encoding", "{label}");
+            assert!(parts.headers.get("content-length").is_none(), "{label}");
+            assert_eq!(gunzip(&body), body_text(BIG), "{label}");
+        } else {
+            // Refused by the predicate: untouched, exactly the handler's head and body.
+            assert_eq!(
+                parts.headers,
+                predicate_response_headers(path),
+                "{label}: the predicate said no"
+            );
+            assert_eq!(body, body_text(BIG), "{label}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn head_gets_the_same_headers_as_get() {
     for (content_type, len) in [
@@ -653,7 +795,11 @@ async fn head_gets_the_same_headers_as_get() {
 /// the identity length, and must report the same facts as its GET's body.
 #[tokio::test]
 async fn head_body_size_hint_matches_get_so_servers_write_the_same_length() {
-    for (content_type, len) in [("application/json", 5000), ("text/plain", 2), ("image/png", 5000)] {
+    for (content_type, len) in [
+        ("application/json", 5000),
+        ("text/plain", 2),
+        ("image/png", 5000),
+    ] {
         for ae in [Some(&b"gzip"[..]), None] {
             let mut facts = Vec::new();
             for method in [Method::GET, Method::HEAD] {
@@ -687,9 +833,15 @@ async fn head_body_size_hint_matches_get_so_servers_write_the_same_length() {
                 facts.push((parts.headers, exact));
             }
             let (get, head) = (&facts[0], &facts[1]);
-            assert_eq!(get, head, "{content_type} {len} bytes, accept-encoding {ae:?}");
+            assert_eq!(
+                get, head,
+                "{content_type} {len} bytes, accept-encoding {ae:?}"
+            );
             if get.0.contains_key("content-encoding") {
-                assert_eq!(head.1, None, "a gzip HEAD must not state the identity length");
+                assert_eq!(
+                    head.1, None,
+                    "a gzip HEAD must not state the identity length"
+                );
             }
         }
     }

@@ -9,7 +9,9 @@
 //!
 //! The SSE, disconnect and slow-reader tests run their server in a child process (this test
 //! binary re-executed with `TOWER_GZIP_LOAD_CHILD=server`, see `load/server.rs`): with 10,000
-//! streams each side needs 10,000 sockets and the open-file limit is 20,000 per process, and the
+//! streams each side needs 10,000 sockets, and the open-file limit (`RLIMIT_NOFILE`) counts per
+//! process. Before starting, a test raises its soft open-file limit to what it needs (the child
+//! inherits it), or fails at once naming the hard limit to raise if that is too low. The
 //! server's memory (RSS from `/proc/<pid>/status`, live heap bytes from a counting allocator) and
 //! panics must be its own. The test process is the client, with independent gzip decoding (flate2).
 //! The error and budget tests run an in-process server. The load tests take a lock, so they run one
@@ -210,6 +212,68 @@ fn load_lock() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+// ---------------------------------------------------------------------------------------------
+// Open files
+// ---------------------------------------------------------------------------------------------
+
+/// Open files a process needs besides one per socket of the test: the runtime (epoll, eventfds),
+/// the listener, the pipes to the child, the stats requests, the test harness.
+const SPARE_FILES: u64 = 256;
+
+/// Makes sure this process may hold `sockets` sockets at once (plus [`SPARE_FILES`]), and so may the
+/// server process it spawns afterwards, which inherits the limit. Raises the soft `RLIMIT_NOFILE`
+/// as far as needed, which any process may do up to the hard limit; when the hard limit is too
+/// low, fails at once saying so, instead of letting `accept`/`connect` fail with `EMFILE` later.
+fn ensure_open_files(sockets: u64, what: &str) {
+    let needed = sockets + SPARE_FILES;
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the `rlimit` it is given, which lives on this stack frame.
+    let got = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    assert_eq!(
+        got,
+        0,
+        "getrlimit(RLIMIT_NOFILE): {}",
+        std::io::Error::last_os_error()
+    );
+    let (soft, hard) = (limit.rlim_cur, limit.rlim_max);
+    if soft == libc::RLIM_INFINITY || soft >= needed as libc::rlim_t {
+        return;
+    }
+    if hard != libc::RLIM_INFINITY && hard < needed as libc::rlim_t {
+        let smaller = if full_mode() {
+            ", or run the reduced sizes (without TOWER_GZIP_LOAD=full)"
+        } else {
+            ""
+        };
+        panic!(
+            "{what} needs {needed} open files per process ({sockets} sockets and {SPARE_FILES} \
+             spare), but the open-file limit (RLIMIT_NOFILE) is {soft} and its hard limit {hard}, \
+             which only a privileged process can raise: raise it before running the tests (as \
+             root `ulimit -Hn {needed}`; for a container `--ulimit nofile={needed}:{needed}`; for \
+             a systemd unit `LimitNOFILE={needed}`){smaller}"
+        );
+    }
+    let raised = libc::rlimit {
+        rlim_cur: needed as libc::rlim_t,
+        rlim_max: hard,
+    };
+    // SAFETY: setrlimit only reads the `rlimit` it is given, which lives on this stack frame.
+    let set = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) };
+    assert_eq!(
+        set,
+        0,
+        "setrlimit(RLIMIT_NOFILE) from {soft} to {needed} (hard limit {hard}) for {what}: {}",
+        std::io::Error::last_os_error()
+    );
+    eprintln!(
+        "{what}: open-file limit (RLIMIT_NOFILE) raised from {soft} to {needed} (hard limit \
+         {hard}) for {sockets} sockets"
+    );
+}
+
 struct ServerProcess {
     child: Child,
     addr: SocketAddr,
@@ -217,7 +281,10 @@ struct ServerProcess {
 }
 
 impl ServerProcess {
-    fn spawn(env: &[(&str, String)]) -> Self {
+    /// Starts the server for a test that holds up to `sockets` connections open at once (each
+    /// side then needs that many sockets).
+    fn spawn(what: &str, sockets: u64, env: &[(&str, String)]) -> Self {
+        ensure_open_files(sockets, what);
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "child_server_process",
@@ -661,7 +728,8 @@ fn sse_streams_all_events_arrive_intact() {
         interval_ms = ms;
     }
     let events = 20u32;
-    let server = ServerProcess::spawn(&[]);
+    // The streams, plus the warm-up's.
+    let server = ServerProcess::spawn("sse_streams_all_events_arrive_intact", streams + 8, &[]);
     let addr = server.addr;
     let started = Instant::now();
     let server_ref = &server;
@@ -926,7 +994,7 @@ async fn endless_client(
 fn disconnects_release_streams_and_memory() {
     let _lock = load_lock();
     let clients = if full_mode() { 10_000u64 } else { 1_000 };
-    let server = ServerProcess::spawn(&[]);
+    let server = ServerProcess::spawn("disconnects_release_streams_and_memory", clients, &[]);
     let addr = server.addr;
     let started = Instant::now();
     let server_ref = &server;
@@ -1095,7 +1163,12 @@ fn slow_readers_hold_bounded_memory() {
     let _lock = load_lock();
     let readers = if full_mode() { 100u64 } else { 8 };
     let stall = Duration::from_secs(if full_mode() { 4 } else { 2 });
-    let server = ServerProcess::spawn(&[("TOWER_GZIP_LOAD_LEVEL", "1".into())]);
+    // The slow readers and the fast one.
+    let server = ServerProcess::spawn(
+        "slow_readers_hold_bounded_memory",
+        readers + 1,
+        &[("TOWER_GZIP_LOAD_LEVEL", "1".into())],
+    );
     let addr = server.addr;
     let started = Instant::now();
     let server_ref = &server;
@@ -1402,6 +1475,8 @@ fn errors_pass_through_a_real_server_unchanged() {
 fn stream_budget_through_a_real_server() {
     let _lock = load_lock();
     let max = if full_mode() { 256usize } else { 16 };
+    // Client and server in this process: both ends of the N + 2 connections.
+    ensure_open_files(2 * (max as u64 + 2), "stream_budget_through_a_real_server");
     runtime().block_on(async move {
         let layer = GzipLayer::new().compress_sse(true).max_streams(max);
         let probe = layer.clone();
