@@ -25,13 +25,15 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::budget::StreamPermit;
-use crate::codec::{EncoderSettings, GzipEncoder, EMPTY_GZIP_MEMBER};
-use crate::{BoxError, FlushPolicy};
+use crate::codec::{EncoderSettings, GzipEncoder};
+use crate::metrics::Observer;
+use crate::{BoxError, CompressError, FlushPolicy, Outcome};
 
 /// Input bytes compressed per `poll_frame` call before control goes back to the caller.
 ///
-/// 64 KiB takes about 0.6 ms at level 6 on zlib-rs (about 110 MB/s on the project machine), so a
-/// 16 MB chunk cannot hold an executor thread for its whole 150 ms.
+/// A poll therefore does a bounded amount of deflate work however large the inner frame is: a
+/// 16 MB chunk is compressed over many polls instead of holding an executor thread for the whole
+/// chunk ([measured](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#longest-poll)).
 pub(crate) const POLL_INPUT_BUDGET: usize = 64 * 1024;
 
 /// Inner frames handled per `poll_frame` call before control goes back to the caller, so a body
@@ -72,6 +74,9 @@ pin_project! {
         state: State,
         // Fixed at construction: the state alone cannot tell once it reaches `Done`.
         compressing: bool,
+        outcome: Outcome,
+        // Present only when the layer reports (metrics, a callback, the `tracing` feature).
+        observer: Option<Box<Observer>>,
     }
 }
 
@@ -112,21 +117,25 @@ struct Compressor {
 
 impl<B> GzipBody<B> {
     /// Wraps `inner` without compressing it.
-    pub(crate) fn passthrough(inner: B) -> Self {
+    pub(crate) fn passthrough(inner: B, outcome: Outcome, observer: Option<Box<Observer>>) -> Self {
         Self {
             inner,
             state: State::Passthrough,
             compressing: false,
+            outcome,
+            observer,
         }
     }
 
     /// Wraps the body of a `HEAD` response that gets gzip headers: it yields nothing, is never
     /// compressed, and hides the inner body's length.
-    pub(crate) fn head_of_gzip(inner: B) -> Self {
+    pub(crate) fn head_of_gzip(inner: B, observer: Option<Box<Observer>>) -> Self {
         Self {
             inner,
             state: State::HeadOfGzip,
             compressing: false,
+            outcome: Outcome::Gzip,
+            observer,
         }
     }
 
@@ -138,10 +147,13 @@ impl<B> GzipBody<B> {
         flush: FlushPolicy,
         hibernate_after: Option<Duration>,
         permit: StreamPermit,
+        observer: Option<Box<Observer>>,
     ) -> Self {
         Self {
             inner,
             compressing: true,
+            outcome: Outcome::Gzip,
+            observer,
             state: State::Compressing(Box::new(Compressor {
                 encoder: None,
                 settings: EncoderSettings {
@@ -182,7 +194,29 @@ impl<B> GzipBody<B> {
         self.compressing
     }
 
-    /// Whether this body holds a deflate state right now (about 320 KiB resident, 380 KiB allocated, at the default window).
+    /// What the layer decided for this response, and why when it did not compress.
+    ///
+    /// ```
+    /// # use bytes::Bytes;
+    /// # use http_body_util::Full;
+    /// # use tower::{service_fn, ServiceExt};
+    /// use tower_gzip::Outcome;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// # let svc = tower_gzip::Gzip::new(service_fn(|_req: http::Request<()>| async {
+    /// #     Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(Bytes::from("x".repeat(1000)))))
+    /// # }));
+    /// let request = http::Request::builder().header("accept-encoding", "br").body(()).unwrap();
+    /// let response = svc.oneshot(request).await.unwrap();
+    /// assert_eq!(response.body().outcome(), Outcome::ClientRefused);
+    /// # });
+    /// ```
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+
+    /// Whether this body holds a deflate state right now: the largest part of a compressed
+    /// stream's memory (the compressor's window and hash tables; [measured
+    /// sizes](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory)).
     ///
     /// `false` before the first data frame, after the end, for bodies that are not compressed, and
     /// while the stream hibernates (see [`GzipLayer::hibernate_after`](crate::GzipLayer::hibernate_after)).
@@ -289,6 +323,19 @@ impl<B> GzipBody<B> {
     }
 }
 
+/// An empty pass-through body around `B::default()`, as if the layer had skipped it for its size
+/// ([`Outcome::TooSmall`]); lets `GzipBody<B>` be used where a default body is needed.
+///
+/// ```
+/// let body: tower_gzip::GzipBody<String> = Default::default();
+/// assert!(!body.is_compressing());
+/// ```
+impl<B: Default> Default for GzipBody<B> {
+    fn default() -> Self {
+        Self::passthrough(B::default(), Outcome::TooSmall, None)
+    }
+}
+
 impl<B> Body for GzipBody<B>
 where
     B: Body,
@@ -304,15 +351,22 @@ where
         let mut this = self.project();
         match this.state {
             State::Passthrough => {
-                let frame = ready!(this.inner.poll_frame(cx));
-                // The end, an error and trailers are each the inner body's last answer; a frame
-                // of a kind this crate does not know is passed on and the body goes on.
+                let frame = ready!(this.inner.as_mut().poll_frame(cx));
+                // The end, an error and trailers are each the inner body's last answer, and so
+                // is a data frame after which the inner body says it has ended (servers stop
+                // polling then); a frame of a kind this crate does not know is passed on.
                 let is_last = match &frame {
                     None | Some(Err(_)) => true,
-                    Some(Ok(frame)) => frame.is_trailers(),
+                    Some(Ok(frame)) => frame.is_trailers() || this.inner.is_end_stream(),
                 };
+                if let (Some(observer), Some(Ok(frame))) = (this.observer.as_mut(), &frame) {
+                    let len = frame.data_ref().map_or(0, Buf::remaining);
+                    observer.input(len, false);
+                    observer.output(len, false);
+                }
                 if is_last {
                     *this.state = State::Done;
+                    report_end(this.observer, !matches!(frame, Some(Err(_))));
                 }
                 Poll::Ready(frame.map(|frame| {
                     frame
@@ -323,15 +377,21 @@ where
                 }))
             }
             State::Compressing(compressor) => {
-                let step = compressor.poll_step(this.inner.as_mut(), cx);
+                let step = compressor.poll_step(this.inner.as_mut(), cx, this.observer);
                 match step {
                     Poll::Ready(Step::Frame(frame)) => Poll::Ready(Some(Ok(frame))),
-                    Poll::Ready(Step::Last(frame, trailers)) => {
-                        *this.state = trailers.map_or(State::Done, State::Trailers);
+                    Poll::Ready(Step::Last(frame, None)) => {
+                        *this.state = State::Done;
+                        report_end(this.observer, true);
+                        Poll::Ready(Some(Ok(frame)))
+                    }
+                    Poll::Ready(Step::Last(frame, Some(trailers))) => {
+                        *this.state = State::Trailers(trailers);
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Ready(Step::Failed(None, error)) => {
                         *this.state = State::Done;
+                        report_end(this.observer, false);
                         Poll::Ready(Some(Err(error)))
                     }
                     Poll::Ready(Step::Failed(Some(frame), error)) => {
@@ -344,14 +404,19 @@ where
             State::Trailers(trailers) => {
                 let trailers = std::mem::take(trailers);
                 *this.state = State::Done;
+                report_end(this.observer, true);
                 Poll::Ready(Some(Ok(Frame::trailers(trailers))))
             }
-            State::Failed(_) => match std::mem::replace(this.state, State::Done) {
-                State::Failed(error) => Poll::Ready(Some(Err(error))),
-                _ => Poll::Ready(None), // not reached: the state was `Failed`
-            },
+            State::Failed(_) => {
+                report_end(this.observer, false);
+                match std::mem::replace(this.state, State::Done) {
+                    State::Failed(error) => Poll::Ready(Some(Err(error))),
+                    _ => Poll::Ready(None), // not reached: the state was `Failed`
+                }
+            }
             State::HeadOfGzip => {
                 *this.state = State::Done;
+                report_end(this.observer, true);
                 Poll::Ready(None)
             }
             State::Done => Poll::Ready(None),
@@ -378,6 +443,16 @@ where
     }
 }
 
+/// Reports the end of the body now (the observer reports when dropped), instead of when the
+/// server drops the body.
+fn report_end(observer: &mut Option<Box<Observer>>, completed: bool) {
+    if let Some(mut observer) = observer.take() {
+        if completed {
+            observer.complete();
+        }
+    }
+}
+
 /// What one `poll_step` produced.
 enum Step {
     /// A frame of compressed bytes; the stream goes on.
@@ -391,7 +466,12 @@ enum Step {
 
 impl Compressor {
     /// Drives the inner body until there is a frame to yield or it stalls.
-    fn poll_step<B>(&mut self, mut inner: Pin<&mut B>, cx: &mut Context<'_>) -> Poll<Step>
+    fn poll_step<B>(
+        &mut self,
+        mut inner: Pin<&mut B>,
+        cx: &mut Context<'_>,
+        obs: &mut Option<Box<Observer>>,
+    ) -> Poll<Step>
     where
         B: Body,
         B::Error: Into<BoxError>,
@@ -402,39 +482,35 @@ impl Compressor {
             // 1. Compress what is left of the current inner frame, a bounded slice at a time.
             if !self.input.is_empty() {
                 if budget == 0 {
-                    return self.yield_output(cx);
+                    return self.yield_output(cx, obs);
                 }
                 let n = self.input.len().min(budget);
                 let slice = self.input.split_to(n);
                 budget -= n;
-                let settings = self.settings;
-                let encoder = self
-                    .encoder
-                    .get_or_insert_with(|| GzipEncoder::new(settings));
-                if let Err(e) = encoder.write(&slice, &mut self.output) {
+                if let Err(e) = self.write(&slice, obs) {
                     return Poll::Ready(Step::Failed(None, e.into()));
                 }
                 if self.input.is_empty() && self.flush == FlushPolicy::EveryFrame {
-                    if let Err(e) = encoder.flush(&mut self.output) {
+                    if let Err(e) = self.flush(obs) {
                         return Poll::Ready(Step::Failed(None, e.into()));
                     }
-                    return Poll::Ready(Step::Frame(self.take_frame()));
+                    return Poll::Ready(Step::Frame(self.take_frame(obs)));
                 }
                 if self.output.len() >= FRAME_TARGET {
-                    return Poll::Ready(Step::Frame(self.take_frame()));
+                    return Poll::Ready(Step::Frame(self.take_frame(obs)));
                 }
                 continue;
             }
 
             // 2. Ask the inner body for its next frame, a bounded number of times per poll.
             if frames_left == 0 {
-                return self.yield_output(cx);
+                return self.yield_output(cx, obs);
             }
             frames_left -= 1;
             let frame = match inner.as_mut().poll_frame(cx) {
-                Poll::Pending => return self.stall(),
-                Poll::Ready(None) => return self.finish(None),
-                Poll::Ready(Some(Err(e))) => return self.fail(e.into()),
+                Poll::Pending => return self.stall(obs),
+                Poll::Ready(None) => return self.finish(None, obs),
+                Poll::Ready(Some(Err(e))) => return self.fail(e.into(), obs),
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
             match frame.into_data() {
@@ -447,7 +523,7 @@ impl Compressor {
                 }
                 Err(frame) => match frame.into_trailers() {
                     // Trailers are the last frame a body yields (http-body's contract).
-                    Ok(trailers) => return self.finish(Some(trailers)),
+                    Ok(trailers) => return self.finish(Some(trailers), obs),
                     // A frame kind this crate does not know: nothing to compress, so it is dropped.
                     Err(_) => continue,
                 },
@@ -455,18 +531,64 @@ impl Compressor {
         }
     }
 
+    /// Compresses `input`, creating the deflate state on first use (or on waking).
+    fn write(
+        &mut self,
+        input: &[u8],
+        obs: &mut Option<Box<Observer>>,
+    ) -> Result<(), CompressError> {
+        let settings = self.settings;
+        let encoder = self
+            .encoder
+            .get_or_insert_with(|| GzipEncoder::new(settings));
+        let Some(obs) = obs else {
+            return encoder.write(input, &mut self.output);
+        };
+        let waking = encoder.is_hibernating();
+        let started = obs.start();
+        let written = encoder.write(input, &mut self.output);
+        obs.stop(started);
+        obs.input(input.len(), true);
+        if waking && !encoder.is_hibernating() {
+            obs.woke();
+        }
+        written
+    }
+
+    /// Sync-flushes the compressor, if it has unflushed input.
+    fn flush(&mut self, obs: &mut Option<Box<Observer>>) -> Result<(), CompressError> {
+        let Some(encoder) = &mut self.encoder else {
+            return Ok(());
+        };
+        let Some(obs) = obs else {
+            return encoder.flush(&mut self.output);
+        };
+        let before = self.output.len();
+        let started = obs.start();
+        let flushed = encoder.flush(&mut self.output);
+        obs.stop(started);
+        // A flush with input behind it always emits at least the sync marker.
+        if self.output.len() > before {
+            obs.flushed();
+        }
+        flushed
+    }
+
     /// The inner body stalled: make everything so far decodable, hand it out, then wait.
-    fn stall(&mut self) -> Poll<Step> {
-        if let (Some(encoder), FlushPolicy::OnStall) = (&mut self.encoder, self.flush) {
-            if let Err(e) = encoder.flush(&mut self.output) {
+    fn stall(&mut self, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
+        if self.flush == FlushPolicy::OnStall {
+            if let Err(e) = self.flush(obs) {
                 return Poll::Ready(Step::Failed(None, e.into()));
             }
         }
         let hibernated = self.hibernate_if_idle();
-        let frame = (!self.output.is_empty()).then(|| self.take_frame());
+        let frame = (!self.output.is_empty()).then(|| self.take_frame(obs));
         if hibernated {
             // Release the output buffer's spare capacity too: an idle stream keeps no buffers.
             self.output = BytesMut::new();
+            if let Some(obs) = obs {
+                obs.hibernated();
+            }
         }
         match frame {
             Some(frame) => Poll::Ready(Step::Frame(frame)),
@@ -503,41 +625,56 @@ impl Compressor {
     }
 
     /// The budget for this poll is spent: hand out what there is, or yield to the executor.
-    fn yield_output(&mut self, cx: &mut Context<'_>) -> Poll<Step> {
+    fn yield_output(
+        &mut self,
+        cx: &mut Context<'_>,
+        obs: &mut Option<Box<Observer>>,
+    ) -> Poll<Step> {
         if self.output.is_empty() {
             cx.waker().wake_by_ref();
             Poll::Pending
         } else {
-            Poll::Ready(Step::Frame(self.take_frame()))
+            Poll::Ready(Step::Frame(self.take_frame(obs)))
         }
     }
 
     /// The inner body failed: flush what was compressed so it is decodable, hand it out, then the
     /// error. No gzip trailer is written, so the stream stays visibly truncated.
-    fn fail(&mut self, error: BoxError) -> Poll<Step> {
-        if let Some(mut encoder) = self.encoder.take() {
-            if let Err(e) = encoder.flush(&mut self.output) {
-                return Poll::Ready(Step::Failed(None, e.into()));
-            }
+    fn fail(&mut self, error: BoxError, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
+        if let Err(e) = self.flush(obs) {
+            return Poll::Ready(Step::Failed(None, e.into()));
         }
-        let frame = (!self.output.is_empty()).then(|| self.take_frame());
+        self.encoder = None;
+        let frame = (!self.output.is_empty()).then(|| self.take_frame(obs));
         Poll::Ready(Step::Failed(frame, error))
     }
 
     /// The inner body ended: close the gzip member and drop the deflate state.
-    fn finish(&mut self, trailers: Option<HeaderMap>) -> Poll<Step> {
+    fn finish(
+        &mut self,
+        trailers: Option<HeaderMap>,
+        obs: &mut Option<Box<Observer>>,
+    ) -> Poll<Step> {
         match self.encoder.take() {
             Some(mut encoder) => {
-                if let Err(e) = encoder.finish(&mut self.output) {
+                let started = obs.as_ref().and_then(|obs| obs.start());
+                let finished = encoder.finish(&mut self.output);
+                if let Some(obs) = obs {
+                    obs.stop(started);
+                }
+                if let Err(e) = finished {
                     return Poll::Ready(Step::Failed(None, e.into()));
                 }
             }
-            None => self.output.extend_from_slice(&EMPTY_GZIP_MEMBER),
+            None => GzipEncoder::write_empty_member(self.settings, &mut self.output),
         }
-        Poll::Ready(Step::Last(self.take_frame(), trailers))
+        Poll::Ready(Step::Last(self.take_frame(obs), trailers))
     }
 
-    fn take_frame(&mut self) -> Frame<Bytes> {
+    fn take_frame(&mut self, obs: &mut Option<Box<Observer>>) -> Frame<Bytes> {
+        if let Some(obs) = obs {
+            obs.output(self.output.len(), true);
+        }
         Frame::data(self.output.split().freeze())
     }
 }

@@ -13,29 +13,35 @@
 //! - Compressed output is copied out of a fixed scratch buffer that was zeroed once; this avoids
 //!   `compress_vec`, which zero-fills all spare capacity on every call.
 //! - Small writes are staged and handed to deflate in blocks of at least [`STAGE_LEN`] bytes:
-//!   deflate fed 7 bytes at a time makes 6% more output (and runs 4x slower) than when fed 4 KiB at
-//!   a time, even with no flush in between (measured with zlib-rs on 1 MiB of JSON lines).
+//!   deflate fed a few bytes at a time makes larger output, and runs slower, than when fed
+//!   kilobytes at a time, even with no flush in between.
 //!
 //! Hibernation: right after a sync flush the deflate stream is byte-aligned and between blocks, so
 //! a brand-new raw deflate state can continue it; the client's single inflater sees one continuous
-//! stream. [`GzipEncoder::hibernate`] drops the deflate state (about 320 KiB resident, 380 KiB allocated, at the default window) and keeps only the
-//! last window's worth of input; the next write builds a new state primed with that input as its
-//! dictionary (`deflateSetDictionary`), so back-references keep working and the ratio stays close
-//! to an uninterrupted stream. The CRC and length live here, outside deflate, and simply continue.
+//! stream. [`GzipEncoder::hibernate`] drops the deflate state (with its window and hash tables,
+//! the bulk of a stream's memory) and keeps only the last window's worth of input; the next write
+//! builds a new state primed with that input as its dictionary (`deflateSetDictionary`), so
+//! back-references keep working and the ratio stays close to an uninterrupted stream. The CRC and
+//! length live here, outside deflate, and simply continue.
+//!
+//! Padding (opt-in, [`EncoderSettings::padding`]): the header then carries an FEXTRA field (RFC
+//! 1952 §2.3.1.1) holding one subfield `TP` of random length, so the length of every member varies
+//! at random. Decoders skip the extra field; only its length matters, so it is zeros.
 
+use std::collections::hash_map::RandomState;
 use std::collections::VecDeque;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
-use bytes::BytesMut;
+use bytes::{BufMut, BytesMut};
 use flate2::{Compress, Compression, FlushCompress, Status};
 
 use crate::error::CompressError;
 
 /// Size of the buffer the deflate stream writes into before the bytes are copied to the output.
-/// It is resident for as long as the deflate state lives: 2 KiB instead of 8 KiB brought a paused
-/// stream from 324.3 to 318.4 KiB resident, with bulk throughput unchanged (the repository's
-/// [`memory`](https://github.com/tower-gzip/tower-gzip/blob/main/benches/memory.rs) and
-/// [`compression`](https://github.com/tower-gzip/tower-gzip/blob/main/benches/compression.rs)
-/// benches).
+/// It is resident for as long as the deflate state lives, so it is kept small: deflate output is
+/// simply copied out of it as often as needed.
 const SCRATCH_LEN: usize = 2 * 1024;
 
 /// Writes smaller than this are collected before deflate sees them.
@@ -47,6 +53,17 @@ const DEFLATE_SLICE: usize = 16 * 1024;
 /// The gzip header: ID1 ID2 CM=deflate FLG=0 MTIME=0 (deterministic output); XFL and OS follow.
 const HEADER_PREFIX: [u8; 8] = [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0];
 
+/// FLG.FEXTRA (RFC 1952 §2.3.1): an extra field follows MTIME, XFL and OS.
+const FEXTRA: u8 = 0x04;
+
+/// The subfield id of the padding (RFC 1952 §2.3.1.1 SI1, SI2): `TP`, "tower-gzip padding". Not
+/// registered; decoders skip subfields they do not know (and most skip the whole extra field).
+pub(crate) const PADDING_SUBFIELD_ID: [u8; 2] = *b"TP";
+
+/// The most padding a header can carry: XLEN (2 bytes) counts the 4-byte subfield header (SI1,
+/// SI2, LEN) plus the data, so the data is at most `65535 - 4` bytes.
+pub(crate) const MAX_PADDING: u16 = u16::MAX - 4;
+
 /// A final, empty fixed-Huffman block (BFINAL=1, BTYPE=01, end-of-block): ends a byte-aligned
 /// deflate stream without a deflate state.
 const FINAL_EMPTY_BLOCK: [u8; 2] = [0x03, 0x00];
@@ -55,7 +72,8 @@ const FINAL_EMPTY_BLOCK: [u8; 2] = [0x03, 0x00];
 ///
 /// Sent when a compressed response turns out to have no data, without allocating a compressor.
 /// Clients accept it everywhere; an empty body under `Content-Encoding: gzip` is rejected by
-/// some decoders (Python's `zlib` among them).
+/// some decoders (Python's `zlib` among them). With padding on, see
+/// [`GzipEncoder::write_empty_member`].
 pub(crate) const EMPTY_GZIP_MEMBER: [u8; 20] = [
     0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0, 0, 0xff, 0x03, 0x00, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
@@ -69,6 +87,9 @@ pub(crate) struct EncoderSettings {
     pub(crate) window_bits: u8,
     /// Keep the last window of input so the deflate state can be dropped while idle.
     pub(crate) can_hibernate: bool,
+    /// The header carries random padding of 0..=`padding` bytes (capped at [`MAX_PADDING`]);
+    /// 0: no extra field at all.
+    pub(crate) padding: u16,
 }
 
 impl Default for EncoderSettings {
@@ -77,6 +98,7 @@ impl Default for EncoderSettings {
             level: 6,
             window_bits: 15,
             can_hibernate: true,
+            padding: 0,
         }
     }
 }
@@ -89,6 +111,59 @@ impl EncoderSettings {
     fn window_bits(&self) -> u8 {
         self.window_bits.clamp(9, 15)
     }
+
+    fn padding(&self) -> u16 {
+        self.padding.min(MAX_PADDING)
+    }
+
+    /// RFC 1952 §2.3.1: XFL 2 = "maximum compression", 4 = "fastest algorithm".
+    fn xfl(&self) -> u8 {
+        match self.level() {
+            9 => 2,
+            1 => 4,
+            _ => 0,
+        }
+    }
+
+    /// Appends the gzip header: 10 bytes, plus the padding field when padding is on.
+    fn write_header(&self, out: &mut BytesMut) {
+        let max = self.padding();
+        if max == 0 {
+            out.extend_from_slice(&HEADER_PREFIX);
+            out.extend_from_slice(&[self.xfl(), 0xff]); // OS 255: unknown
+            return;
+        }
+        self.write_padded_header(random_up_to(max), out);
+    }
+
+    /// Appends a header whose extra field holds `len` bytes of padding (`len <= MAX_PADDING`).
+    fn write_padded_header(&self, len: u16, out: &mut BytesMut) {
+        debug_assert!(len <= MAX_PADDING);
+        out.reserve(16 + usize::from(len));
+        let mut prefix = HEADER_PREFIX;
+        prefix[3] = FEXTRA;
+        out.extend_from_slice(&prefix);
+        out.extend_from_slice(&[self.xfl(), 0xff]);
+        out.extend_from_slice(&(4 + len).to_le_bytes()); // XLEN: the one subfield
+        out.extend_from_slice(&PADDING_SUBFIELD_ID);
+        out.extend_from_slice(&len.to_le_bytes()); // LEN
+        out.put_bytes(0, usize::from(len));
+    }
+}
+
+/// A number uniform in `0..=max`, drawn afresh for every call, unpredictable without the key.
+///
+/// The key is std's [`RandomState`] (keyed SipHash; the key comes from the operating system's
+/// random source, once per process); what it hashes is a per-process counter. Hashing distinct counter values
+/// under a secret key gives values a client cannot predict or correlate, which is all padding
+/// needs; it is not a vetted CSPRNG. The widening multiply maps the 64-bit hash onto `0..=max`
+/// with a relative bias below `2^-48` (no modulo).
+fn random_up_to(max: u16) -> u16 {
+    static KEY: OnceLock<RandomState> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let hash = KEY.get_or_init(RandomState::new).hash_one(n);
+    ((u128::from(hash) * (u128::from(max) + 1)) >> 64) as u16
 }
 
 /// A streaming gzip encoder.
@@ -197,6 +272,18 @@ impl GzipEncoder {
         self.deflater.is_none()
     }
 
+    /// Appends a whole gzip member for an empty input (header, an empty final block, CRC 0, size
+    /// 0) without a deflate state: [`EMPTY_GZIP_MEMBER`], or with padding when it is on.
+    pub(crate) fn write_empty_member(settings: EncoderSettings, out: &mut BytesMut) {
+        if settings.padding() == 0 {
+            out.extend_from_slice(&EMPTY_GZIP_MEMBER);
+            return;
+        }
+        settings.write_header(out);
+        out.extend_from_slice(&FINAL_EMPTY_BLOCK);
+        out.extend_from_slice(&[0; 8]);
+    }
+
     /// Whether the deflate state is currently dropped.
     pub(crate) fn is_hibernating(&self) -> bool {
         self.deflater.is_none()
@@ -210,17 +297,7 @@ impl GzipEncoder {
     fn write_header_once(&mut self, out: &mut BytesMut) {
         if !self.header_written {
             self.header_written = true;
-            out.extend_from_slice(&HEADER_PREFIX);
-            out.extend_from_slice(&[self.xfl(), 0xff]); // OS 255: unknown
-        }
-    }
-
-    /// RFC 1952 §2.3.1: XFL 2 = "maximum compression", 4 = "fastest algorithm".
-    fn xfl(&self) -> u8 {
-        match self.settings.level() {
-            9 => 2,
-            1 => 4,
-            _ => 0,
+            self.settings.write_header(out);
         }
     }
 }
@@ -503,6 +580,7 @@ mod tests {
                 level: 6,
                 window_bits,
                 can_hibernate: false,
+                ..EncoderSettings::default()
             });
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
@@ -609,6 +687,148 @@ mod tests {
         assert_eq!(history.make_contiguous(), b"6789");
         remember(&mut history, b"", 4);
         assert_eq!(history.make_contiguous(), b"6789");
+    }
+
+    fn padded(padding: u16) -> EncoderSettings {
+        EncoderSettings {
+            padding,
+            ..EncoderSettings::default()
+        }
+    }
+
+    /// Checks the header of a padded member and returns the padding length (LEN).
+    fn padding_of(member: &[u8]) -> usize {
+        assert_eq!(&member[..3], &[0x1f, 0x8b, 8]);
+        assert_eq!(member[3], FEXTRA, "FLG: FEXTRA only");
+        assert_eq!(&member[4..8], &[0, 0, 0, 0], "MTIME 0");
+        let xlen = usize::from(u16::from_le_bytes([member[10], member[11]]));
+        assert_eq!(&member[12..14], b"TP", "SI1 SI2");
+        let len = usize::from(u16::from_le_bytes([member[14], member[15]]));
+        assert_eq!(xlen, 4 + len, "XLEN covers exactly the one subfield");
+        assert!(member[16..16 + len].iter().all(|&b| b == 0), "zeros");
+        len
+    }
+
+    #[test]
+    fn padding_is_an_extra_field_that_gz_decoder_skips() {
+        let input = json(300);
+        let mut plain = BytesMut::new();
+        let mut enc = GzipEncoder::new(level(6));
+        enc.write(&input, &mut plain).unwrap();
+        enc.finish(&mut plain).unwrap();
+        for _ in 0..50 {
+            let mut enc = GzipEncoder::new(padded(100));
+            let mut out = BytesMut::new();
+            enc.write(&input, &mut out).unwrap();
+            enc.finish(&mut out).unwrap();
+            let len = padding_of(&out);
+            assert!(len <= 100);
+            assert_eq!(
+                out.len(),
+                plain.len() + 6 + len,
+                "header + 6 + LEN, rest unchanged"
+            );
+            assert_eq!(
+                &out[16 + len..],
+                &plain[10..],
+                "the deflate stream and trailer as before"
+            );
+            assert_eq!(gunzip(&out), input);
+        }
+    }
+
+    #[test]
+    fn padded_stream_decodes_after_every_flush_and_across_hibernation() {
+        let mut enc = GzipEncoder::new(padded(64));
+        let mut out = BytesMut::new();
+        let mut sent = Vec::new();
+        for i in 0..30 {
+            let event = sse_event(i);
+            enc.write(event.as_bytes(), &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
+            sent.extend_from_slice(event.as_bytes());
+            assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
+            if i % 2 == 0 {
+                assert!(enc.hibernate());
+            }
+        }
+        enc.finish(&mut out).unwrap();
+        let len = padding_of(&out);
+        assert_eq!(gunzip(&out), sent);
+        // The padding is written once, in the header: nothing after it is a second header.
+        assert!(len <= 64);
+    }
+
+    #[test]
+    fn padded_empty_member_decodes() {
+        for _ in 0..20 {
+            let mut out = BytesMut::new();
+            GzipEncoder::write_empty_member(padded(32), &mut out);
+            let len = padding_of(&out);
+            assert_eq!(out.len(), EMPTY_GZIP_MEMBER.len() + 6 + len);
+            assert_eq!(gunzip(&out), b"");
+        }
+        let mut out = BytesMut::new();
+        GzipEncoder::write_empty_member(EncoderSettings::default(), &mut out);
+        assert_eq!(
+            &out[..],
+            &EMPTY_GZIP_MEMBER,
+            "no padding: the constant member"
+        );
+    }
+
+    #[test]
+    fn no_padding_means_no_extra_field() {
+        let mut enc = GzipEncoder::new(padded(0));
+        let mut out = BytesMut::new();
+        enc.write(b"hello", &mut out).unwrap();
+        enc.finish(&mut out).unwrap();
+        assert_eq!(out[3], 0, "FLG 0");
+        assert_eq!(gunzip(&out), b"hello");
+    }
+
+    #[test]
+    fn padding_lengths_cover_the_whole_range_evenly() {
+        // 0..=8, 9000 draws: every value about 1000 times (a binomial, sd about 30).
+        let mut counts = [0usize; 9];
+        for _ in 0..9000 {
+            let mut out = BytesMut::new();
+            GzipEncoder::write_empty_member(padded(8), &mut out);
+            counts[padding_of(&out)] += 1;
+        }
+        assert!(
+            counts.iter().all(|&n| (800..=1200).contains(&n)),
+            "uneven: {counts:?}"
+        );
+        // A wide range: the extremes are reachable and the mean is near the middle.
+        let draws: Vec<u16> = (0..20_000).map(|_| random_up_to(1000)).collect();
+        assert!(draws.iter().all(|&n| n <= 1000));
+        assert!(draws.contains(&0) || draws.contains(&1));
+        assert!(draws.contains(&1000) || draws.contains(&999));
+        let mean = draws.iter().map(|&n| f64::from(n)).sum::<f64>() / draws.len() as f64;
+        assert!((480.0..520.0).contains(&mean), "mean {mean}");
+    }
+
+    #[test]
+    fn padding_is_capped_so_xlen_fits() {
+        assert_eq!(padded(u16::MAX).padding(), MAX_PADDING);
+        let input = b"capped".repeat(10);
+        for _ in 0..5 {
+            let mut enc = GzipEncoder::new(padded(u16::MAX));
+            let mut out = BytesMut::new();
+            enc.write(&input, &mut out).unwrap();
+            enc.finish(&mut out).unwrap();
+            assert!(padding_of(&out) <= usize::from(MAX_PADDING));
+            assert_eq!(gunzip(&out), input);
+        }
+        // The largest padding itself: XLEN = 65535.
+        let mut out = BytesMut::new();
+        padded(MAX_PADDING).write_padded_header(MAX_PADDING, &mut out);
+        assert_eq!(&out[10..12], &u16::MAX.to_le_bytes());
+        out.extend_from_slice(&FINAL_EMPTY_BLOCK);
+        out.extend_from_slice(&[0; 8]);
+        assert_eq!(padding_of(&out), usize::from(MAX_PADDING));
+        assert_eq!(gunzip(&out), b"");
     }
 
     #[cfg(feature = "zlib-rs")]

@@ -7,7 +7,8 @@ use std::time::Duration;
 use crate::budget::StreamCounter;
 use crate::codec::EncoderSettings;
 use crate::media::MediaTypeFilter;
-use crate::predicate::{Predicate, PredicatesDebug};
+use crate::metrics::{GzipMetrics, OnResponseEnd};
+use crate::predicate::{PredicatesDebug, RequestPredicate, ResponsePredicate};
 
 /// When the compressor is flushed, so the client can decode what it has received.
 ///
@@ -41,15 +42,15 @@ pub enum FlushPolicy {
 /// Default minimum size of a body with a known length.
 ///
 /// Below about 256 bytes gzip saves a few dozen bytes at most (it adds 18 bytes of framing), the
-/// response fits in one TCP segment either way, and allocating a deflate state (about 320 KiB resident, 380 KiB allocated, at the default window)
-/// costs more than it saves.
+/// response fits in one TCP segment either way, and allocating and initialising a deflate state
+/// (hundreds of KiB of window and hash tables at the default window) costs more than it saves.
 pub(crate) const DEFAULT_MIN_SIZE: u64 = 256;
 
 /// Default idle time after which a compressed stream drops its deflate state.
 ///
 /// LLM token streams pause tens to a few hundred milliseconds between tokens; a second is well
 /// above that, so they never hibernate mid-answer, while streams that idle between events (SSE
-/// notifications, heartbeats, long polls) shed their ~320 KiB deflate state.
+/// notifications, heartbeats, long polls) shed their deflate state.
 pub(crate) const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(1);
 
 #[derive(Clone)]
@@ -59,7 +60,11 @@ pub(crate) struct Config {
     pub(crate) flush: FlushPolicy,
     pub(crate) media_types: MediaTypeFilter,
     pub(crate) respect_no_transform: bool,
-    pub(crate) predicates: Vec<Predicate>,
+    /// Rules that look at the request too: the request head is captured only if there are any.
+    pub(crate) request_predicates: Vec<RequestPredicate>,
+    pub(crate) response_predicates: Vec<ResponsePredicate>,
+    pub(crate) metrics: Option<GzipMetrics>,
+    pub(crate) on_response_end: Option<OnResponseEnd>,
     pub(crate) max_streams: Option<usize>,
     pub(crate) hibernate_after: Option<Duration>,
     /// Shared by every clone of the config, so a layer and the services it built count together.
@@ -74,7 +79,10 @@ impl Default for Config {
             flush: FlushPolicy::default(),
             media_types: MediaTypeFilter::default(),
             respect_no_transform: true,
-            predicates: Vec::new(),
+            request_predicates: Vec::new(),
+            response_predicates: Vec::new(),
+            metrics: None,
+            on_response_end: None,
             max_streams: None,
             hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
             streams: Arc::default(),
@@ -90,7 +98,16 @@ impl fmt::Debug for Config {
             .field("flush", &self.flush)
             .field("media_types", &self.media_types)
             .field("respect_no_transform", &self.respect_no_transform)
-            .field("predicates", &PredicatesDebug(&self.predicates))
+            .field(
+                "request_predicates",
+                &PredicatesDebug(self.request_predicates.len()),
+            )
+            .field(
+                "response_predicates",
+                &PredicatesDebug(self.response_predicates.len()),
+            )
+            .field("metrics", &self.metrics)
+            .field("on_response_end", &self.on_response_end.is_some())
             .field("max_streams", &self.max_streams)
             .field("hibernate_after", &self.hibernate_after)
             .field("live_streams", &self.streams.live())

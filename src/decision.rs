@@ -8,15 +8,17 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 
 use crate::config::Config;
+use crate::control::OverrideMode;
 use crate::negotiate::{negotiate, Encoding};
 use crate::predicate::RequestHead;
+use crate::Outcome;
 
 /// What the response future needs to know about the request.
 #[derive(Debug)]
 pub(crate) struct RequestFacts {
     pub(crate) encoding: Encoding,
     pub(crate) is_head: bool,
-    /// Captured only when custom predicates need it.
+    /// Captured only when predicates that look at the request need it.
     pub(crate) head: Option<RequestHead>,
 }
 
@@ -25,7 +27,8 @@ impl RequestFacts {
         Self {
             encoding: negotiate(request.headers().get_all(ACCEPT_ENCODING)),
             is_head: request.method() == Method::HEAD,
-            head: (!config.predicates.is_empty()).then(|| RequestHead::from_request(request)),
+            head: (!config.request_predicates.is_empty())
+                .then(|| RequestHead::from_request(request)),
         }
     }
 }
@@ -37,48 +40,25 @@ pub(crate) struct BodyLength {
     pub(crate) exact: Option<u64>,
 }
 
-/// The outcome for one response.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Decision {
-    /// Not a candidate for compression: headers and body stay exactly as they are.
-    Untouched,
-    /// A candidate, but the client did not accept gzip: sent as is, plus `Vary: Accept-Encoding`.
-    Identity,
-    /// Compressed: gzip headers; the body is compressed unless the request was `HEAD`.
-    Gzip,
-}
-
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("content-digest");
 const REPR_DIGEST: HeaderName = HeaderName::from_static("repr-digest");
 const CONTENT_MD5: HeaderName = HeaderName::from_static("content-md5");
 
-/// Decides what happens to a response. The rules are listed in the crate docs.
+/// Decides what happens to a response. The rules are listed in the crate docs; the first that
+/// applies gives the outcome. [`Outcome::StreamBudget`] is decided later, by the caller.
+///
+/// The HTTP rules come first and win over the handler's choice; the layer's policies (minimum
+/// size, skip list, predicates) come after it, so [`OverrideMode::On`] skips them.
 pub(crate) fn decide(
     config: &Config,
     request: &RequestFacts,
     response: &http::response::Parts,
     body: BodyLength,
-) -> Decision {
-    if !is_candidate(config, request, response, body) {
-        return Decision::Untouched;
-    }
-    match request.encoding {
-        Encoding::Gzip => Decision::Gzip,
-        Encoding::Identity => Decision::Identity,
-    }
-}
-
-/// Whether the response may be compressed at all (whatever the client accepts).
-fn is_candidate(
-    config: &Config,
-    request: &RequestFacts,
-    response: &http::response::Parts,
-    body: BodyLength,
-) -> bool {
+    handler: OverrideMode,
+) -> Outcome {
     let headers = &response.headers;
     let status = response.status;
-    // 1xx, 204, 205 and 304 have no content; 206 and `Content-Range` are byte ranges of the
-    // identity representation.
+    // 1xx, 204, 205 and 304 have no content; 206 is a byte range of the identity representation.
     if status.is_informational()
         || matches!(
             status,
@@ -88,36 +68,52 @@ fn is_candidate(
                 | StatusCode::NOT_MODIFIED
         )
     {
-        return false;
+        return Outcome::Status;
     }
     if headers.contains_key(CONTENT_RANGE) {
-        return false;
+        return Outcome::Range;
     }
     if headers.contains_key(CONTENT_ENCODING) {
-        return false;
+        return Outcome::AlreadyEncoded;
     }
     if config.respect_no_transform && has_no_transform(headers) {
-        return false;
+        return Outcome::NoTransform;
     }
     // A digest of the bytes as they are would no longer match.
     if [CONTENT_DIGEST, REPR_DIGEST, CONTENT_MD5]
         .iter()
         .any(|name| headers.contains_key(name))
     {
-        return false;
+        return Outcome::Digest;
     }
-    if known_length(headers, body).is_some_and(|len| len == 0 || len < config.min_size) {
-        return false;
+    let length = known_length(headers, body);
+    if length == Some(0) {
+        return Outcome::TooSmall;
     }
-    if config.media_types.skips(headers.get(CONTENT_TYPE)) {
-        return false;
-    }
-    if let Some(head) = &request.head {
-        if !config.predicates.iter().all(|p| p(head, response)) {
-            return false;
+    match handler {
+        OverrideMode::Off => return Outcome::HandlerOptOut,
+        OverrideMode::On => {}
+        OverrideMode::Auto => {
+            if length.is_some_and(|len| len < config.min_size) {
+                return Outcome::TooSmall;
+            }
+            if config.media_types.skips(headers.get(CONTENT_TYPE)) {
+                return Outcome::MediaType;
+            }
+            if !config.response_predicates.iter().all(|p| p(response)) {
+                return Outcome::Predicate;
+            }
+            if let Some(head) = &request.head {
+                if !config.request_predicates.iter().all(|p| p(head, response)) {
+                    return Outcome::Predicate;
+                }
+            }
         }
     }
-    true
+    match request.encoding {
+        Encoding::Gzip => Outcome::Gzip,
+        Encoding::Identity => Outcome::ClientRefused,
+    }
 }
 
 /// The body length known before the body is polled: `Content-Length`, else what the body says.

@@ -13,9 +13,10 @@ use pin_project_lite::pin_project;
 use crate::body::GzipBody;
 use crate::config::Config;
 use crate::decision::{
-    add_vary_accept_encoding, decide, set_gzip_headers, BodyLength, Decision, RequestFacts,
+    add_vary_accept_encoding, decide, set_gzip_headers, BodyLength, RequestFacts,
 };
-use crate::BoxError;
+use crate::metrics::Observer;
+use crate::{BoxError, GzipOverride, Outcome};
 
 pin_project! {
     /// Resolves to the inner service's response, with its headers rewritten and its body wrapped in
@@ -67,46 +68,78 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let (mut head, body) = ready!(this.inner.poll(cx))?.into_parts();
+        let config: &Config = this.config;
+        let request: &RequestFacts = this.request;
+        // The handler's instructions are for this layer only: layers further out never see them.
+        let handler = head.extensions.remove::<GzipOverride>().unwrap_or_default();
         let length = BodyLength {
             is_end_stream: body.is_end_stream(),
             exact: body.size_hint().exact(),
         };
-        let body = match decide(this.config, this.request, &head, length) {
-            Decision::Untouched => GzipBody::passthrough(body),
-            Decision::Identity => {
-                add_vary_accept_encoding(&mut head.headers);
-                GzipBody::passthrough(body)
-            }
-            // HEAD gets the headers its GET would get right now. Its body is never sent, so it is
-            // not compressed and takes no stream slot; but it must not state the identity length
-            // either, or axum and hyper write that as `Content-Length` next to `gzip`.
-            Decision::Gzip if this.request.is_head => {
-                if this.config.streams.has_room(this.config.max_streams) {
-                    set_gzip_headers(&mut head.headers);
-                    GzipBody::head_of_gzip(body)
-                } else {
-                    add_vary_accept_encoding(&mut head.headers);
-                    GzipBody::passthrough(body)
+        let mut outcome = decide(config, request, &head, length, handler.mode);
+        // HEAD gets the headers its GET would get right now, but its body is never sent, so it is
+        // not compressed and takes no stream slot.
+        let mut permit = None;
+        if outcome == Outcome::Gzip {
+            if request.is_head {
+                if !config.streams.has_room(config.max_streams) {
+                    outcome = Outcome::StreamBudget;
+                }
+            } else {
+                permit = config.streams.try_acquire(config.max_streams);
+                if permit.is_none() {
+                    outcome = Outcome::StreamBudget;
                 }
             }
-            Decision::Gzip => match this.config.streams.try_acquire(this.config.max_streams) {
-                Some(permit) => {
-                    set_gzip_headers(&mut head.headers);
-                    let config = &this.config;
-                    GzipBody::gzip(
-                        body,
-                        config.encoder,
-                        config.flush,
-                        config.hibernate_after,
-                        permit,
-                    )
+        }
+        if let Some(metrics) = &config.metrics {
+            metrics.count_response(outcome);
+        }
+        #[cfg(feature = "tracing")]
+        tracing::debug!(
+            target: "tower_gzip",
+            outcome = outcome.as_str(),
+            status = head.status.as_u16(),
+            head = request.is_head,
+            "compression decided"
+        );
+        let compressing = permit.is_some();
+        let observer = Observer::new(
+            outcome,
+            compressing,
+            request.is_head || length.is_end_stream,
+            config.metrics.as_ref(),
+            config.on_response_end.as_ref(),
+        );
+        let body = match (outcome, permit) {
+            (Outcome::Gzip, Some(permit)) => {
+                set_gzip_headers(&mut head.headers);
+                let mut encoder = config.encoder;
+                if let Some(level) = handler.level {
+                    encoder.level = level;
                 }
-                // Over the stream budget: identity, with the headers an identity answer gets.
-                None => {
+                GzipBody::gzip(
+                    body,
+                    encoder,
+                    handler.flush.unwrap_or(config.flush),
+                    config.hibernate_after,
+                    permit,
+                    observer,
+                )
+            }
+            // The HEAD of a compressed GET: gzip headers, and a body that states no length, or
+            // axum and hyper would write the identity length as `Content-Length` beside `gzip`.
+            (Outcome::Gzip, None) => {
+                set_gzip_headers(&mut head.headers);
+                GzipBody::head_of_gzip(body, observer)
+            }
+            (outcome, _) => {
+                // Identity, but it could have been gzip for another client or at another time.
+                if outcome.adds_vary() {
                     add_vary_accept_encoding(&mut head.headers);
-                    GzipBody::passthrough(body)
                 }
-            },
+                GzipBody::passthrough(body, outcome, observer)
+            }
         };
         Poll::Ready(Ok(Response::from_parts(head, body)))
     }

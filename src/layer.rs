@@ -7,7 +7,7 @@ use tower_layer::Layer;
 
 use crate::config::Config;
 use crate::predicate::RequestHead;
-use crate::{FlushPolicy, Gzip};
+use crate::{FlushPolicy, Gzip, GzipMetrics};
 
 /// A Tower layer that gzip-compresses responses without ever delaying a streamed chunk.
 ///
@@ -47,8 +47,11 @@ impl GzipLayer {
     /// Sets the gzip level: 0 (stored, no compression) to 9 (smallest, slowest). Values above 9 are
     /// treated as 9. Default: 6.
     ///
-    /// Measured in [BENCHMARKS.md](https://github.com/tower-gzip/tower-gzip/blob/main/BENCHMARKS.md): level 1 costs about 6.6x less CPU per SSE token event than
-    /// level 6 for about 1% more bytes, but makes bulk JSON 54% larger.
+    /// Lower levels spend less CPU per byte and compress less. For token streams flushed after
+    /// every event, level 1 costs several times less CPU per event than level 6 for nearly the
+    /// same bytes; for bulk bodies it gives a clearly larger output. Measured:
+    /// [streams](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#streams),
+    /// [bulk](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#bulk).
     ///
     /// ```
     /// let layer = tower_gzip::GzipLayer::new().level(1);
@@ -63,8 +66,9 @@ impl GzipLayer {
     /// Default: 15 (32 KiB), the most any gzip decoder accepts.
     ///
     /// A smaller window finds fewer repeats (a lower ratio) and shrinks the compressor's memory
-    /// somewhat; see [BENCHMARKS.md](https://github.com/tower-gzip/tower-gzip/blob/main/BENCHMARKS.md) for measured figures. With the `miniz` backend the window is
-    /// always 32 KiB and this setting is ignored.
+    /// somewhat: the window and its match-chain table shrink, the hash table and the block buffer
+    /// do not ([measured sizes](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory)). With the
+    /// `miniz` backend the window is always 32 KiB and this setting is ignored.
     ///
     /// ```
     /// let layer = tower_gzip::GzipLayer::new().window_bits(12);
@@ -77,12 +81,13 @@ impl GzipLayer {
 
     /// Drops the deflate state of a compressed stream that has been idle for `idle`. Default: 1 s.
     ///
-    /// A compressed response holds a deflate state (about 320 KiB resident, 380 KiB allocated, at the default window) while it is open. After a
-    /// stall the stream is flushed and byte-aligned, so the state can be dropped and a new one,
-    /// primed with the last 32 KiB of input as its dictionary, can continue the same gzip stream
-    /// when data comes again: the client sees one continuous stream, and the ratio after waking
-    /// stays close to that of a stream that never slept. An idle stream then holds only that
-    /// window of input.
+    /// A compressed response holds a deflate state (its window and hash tables) while it is open.
+    /// After a stall the stream is flushed and byte-aligned, so the state can be dropped and a new
+    /// one, primed with the last 32 KiB of input as its dictionary, can continue the same gzip
+    /// stream when data comes again: the client sees one continuous stream, and the ratio after
+    /// waking stays close to that of a stream that never slept. An idle stream then holds only
+    /// that window of input. Measured: [busy](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory) and
+    /// [idle](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#idle-stream-memory) streams, [the cost of a wake](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#wake-cost).
     ///
     /// The body has no timer of its own. A stream hibernates at a stall (when the handler's body
     /// returns `Pending`) if it has been stalled for `idle` by then, or if the data it just sent
@@ -119,18 +124,43 @@ impl GzipLayer {
 
     /// Limits how many responses this layer compresses at once. Default: no limit.
     ///
-    /// Each compressed response holds a deflate state (about 320 KiB resident, 380 KiB allocated, at the default window) from its first data frame to
-    /// its end. Once `max` responses are being compressed, further eligible responses are sent
+    /// Each compressed response holds a deflate state from its first data frame to its end
+    /// ([measured sizes](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory)). Once `max` responses are being compressed, further eligible responses are sent
     /// uncompressed (with `Vary: Accept-Encoding`, like any identity answer) instead of
-    /// allocating another compressor; slots free up as compressed bodies end or are dropped. The
-    /// count is shared by clones of this layer and every service built from them.
+    /// allocating another compressor; slots free up as compressed bodies end or are dropped.
+    ///
+    /// Each call starts a new budget: the layer it returns counts its streams apart from the layer
+    /// it was called on. Clones of the returned layer, layers derived from it by other builder
+    /// methods, and every service built from them share this one budget (its count and its
+    /// limit).
     ///
     /// ```
-    /// let layer = tower_gzip::GzipLayer::new().max_streams(10_000);
-    /// assert_eq!(layer.live_streams(), 0);
+    /// use tower_gzip::GzipLayer;
+    ///
+    /// let api = GzipLayer::new().max_streams(10_000);
+    /// let api_fast = api.clone().level(1); // same budget: 10,000 streams for both together
+    /// let events = api.clone().max_streams(100); // a budget of its own
+    /// assert_eq!(api.live_streams() + api_fast.live_streams() + events.live_streams(), 0);
     /// ```
     pub fn max_streams(mut self, max: usize) -> Self {
-        self.config().max_streams = Some(max);
+        let config = self.config();
+        config.max_streams = Some(max);
+        config.streams = Default::default();
+        self
+    }
+
+    /// Removes the limit set by [`max_streams`](Self::max_streams) (the default: no limit). Like
+    /// `max_streams`, it starts a new count for the returned layer.
+    ///
+    /// ```
+    /// let limited = tower_gzip::GzipLayer::new().max_streams(100);
+    /// let unlimited = limited.clone().unlimited_streams();
+    /// # let _ = unlimited;
+    /// ```
+    pub fn unlimited_streams(mut self) -> Self {
+        let config = self.config();
+        config.max_streams = None;
+        config.streams = Default::default();
         self
     }
 
@@ -202,14 +232,15 @@ impl GzipLayer {
         self
     }
 
-    /// Replaces the whole skip list (defaults and exceptions included) with `patterns`.
+    /// Replaces the whole skip list, defaults and exceptions included, with `patterns` (same
+    /// pattern syntax as [`skip_media_type`](Self::skip_media_type), which adds one pattern).
     ///
     /// ```
-    /// // Compress everything except SSE.
-    /// let layer = tower_gzip::GzipLayer::new().skip_media_types(["text/event-stream"]);
+    /// // Compress everything except SSE: images, archives and the rest are compressed too.
+    /// let layer = tower_gzip::GzipLayer::new().replace_skip_list(["text/event-stream"]);
     /// # let _ = layer;
     /// ```
-    pub fn skip_media_types<I>(mut self, patterns: I) -> Self
+    pub fn replace_skip_list<I>(mut self, patterns: I) -> Self
     where
         I: IntoIterator,
         I::Item: Into<Cow<'static, str>>,
@@ -253,11 +284,18 @@ impl GzipLayer {
         self
     }
 
-    /// Adds a custom rule: a response is compressed only if `predicate` returns `true` for it.
+    /// Adds a custom rule that looks at the request and the response: a response is compressed
+    /// only if `predicate` returns `true` for it.
     ///
     /// The predicate sees the request head and the response head. It is checked after the built-in
     /// rules and never replaces them (SSE stays skipped unless opted in, and so on); several
-    /// predicates must all agree.
+    /// predicates must all agree. A handler's [`GzipOverride::on`](crate::GzipOverride::on)
+    /// skips it.
+    ///
+    /// While at least one such predicate is set, every request's head is captured (a clone of its
+    /// method, URI, headers and extensions; see [`RequestHead`]). A rule that needs only the
+    /// response should use [`compress_response_when`](Self::compress_response_when), which costs
+    /// nothing per request.
     ///
     /// ```
     /// use tower_gzip::GzipLayer;
@@ -271,7 +309,140 @@ impl GzipLayer {
     where
         F: Fn(&RequestHead, &http::response::Parts) -> bool + Send + Sync + 'static,
     {
-        self.config().predicates.push(Arc::new(predicate));
+        self.config().request_predicates.push(Arc::new(predicate));
+        self
+    }
+
+    /// Adds a custom rule that looks only at the response head: a response is compressed only if
+    /// `predicate` returns `true` for it. Nothing is copied from the request.
+    ///
+    /// Checked after the built-in rules, like [`compress_when`](Self::compress_when); all rules
+    /// must agree.
+    ///
+    /// ```
+    /// use tower_gzip::GzipLayer;
+    ///
+    /// // Leave responses marked as carrying secrets uncompressed (a BREACH precaution).
+    /// let layer = GzipLayer::new()
+    ///     .compress_response_when(|response| !response.headers.contains_key("x-contains-secret"));
+    /// # let _ = layer;
+    /// ```
+    pub fn compress_response_when<F>(mut self, predicate: F) -> Self
+    where
+        F: Fn(&http::response::Parts) -> bool + Send + Sync + 'static,
+    {
+        self.config().response_predicates.push(Arc::new(predicate));
+        self
+    }
+
+    /// Counts what this layer does in `metrics`: responses by [`Outcome`](crate::Outcome), bytes
+    /// into and out of the compressor, live and hibernated streams. Off by default.
+    ///
+    /// Several layers may share one [`GzipMetrics`]; read it from a clone at any time.
+    ///
+    /// ```
+    /// use tower_gzip::{GzipLayer, GzipMetrics};
+    ///
+    /// let metrics = GzipMetrics::new();
+    /// let layer = GzipLayer::new().metrics(metrics.clone());
+    /// # let _ = layer;
+    /// assert_eq!(metrics.live_streams(), 0);
+    /// ```
+    pub fn metrics(mut self, metrics: GzipMetrics) -> Self {
+        self.config().metrics = Some(metrics);
+        self
+    }
+
+    /// Calls `callback` once per response with what compression did for it
+    /// ([`ResponseStats`](crate::ResponseStats)): when the body ends, fails, or is dropped before
+    /// its end (a client that went away). For an access log, like nginx's `$gzip_ratio`.
+    ///
+    /// It runs on the task that polls or drops the body, so it should be quick (log, count, send
+    /// to a channel). Setting it also times the compressor for each compressed response (two
+    /// clock reads per compressor call).
+    ///
+    /// ```
+    /// let layer = tower_gzip::GzipLayer::new().on_response_end(|stats| {
+    ///     println!(
+    ///         "{} in={} out={} ratio={:.2}",
+    ///         stats.outcome,
+    ///         stats.bytes_in,
+    ///         stats.bytes_out,
+    ///         stats.ratio().unwrap_or(1.0)
+    ///     );
+    /// });
+    /// # let _ = layer;
+    /// ```
+    pub fn on_response_end<F>(mut self, callback: F) -> Self
+    where
+        F: Fn(&crate::ResponseStats) + Send + Sync + 'static,
+    {
+        self.config().on_response_end = Some(Arc::new(callback));
+        self
+    }
+
+    /// Pads the gzip header of every compressed response with a random number of bytes, drawn
+    /// uniformly from `0..=max_bytes` for each response, so that its length varies by up to
+    /// `max_bytes` from one response to the next. Default: 0 (off). Values above 65 531 are
+    /// treated as 65 531: the gzip extra field holds at most 65 535 bytes, 4 of which are the
+    /// subfield's own header.
+    ///
+    /// The padding is an extra field in the gzip header (RFC 1952 §2.3.1.1: the `FEXTRA` flag,
+    /// then one subfield with id `TP` holding that many zero bytes), which gzip decoders skip
+    /// (tested with flate2, Python's zlib, curl, reqwest and Chromium). A padded response is
+    /// 6 to `6 + max_bytes` bytes longer than an unpadded one. The padding leaves with the first
+    /// compressed bytes, so streams are flushed exactly as before; an empty compressed body is
+    /// padded too.
+    ///
+    /// This is a BREACH *mitigation* that slows an attack down; it does not stop one:
+    ///
+    /// - A new length is drawn for every response, so an attacker who can repeat a request can
+    ///   average the noise out, or simply keep the shortest response seen: with `max_bytes` = 64
+    ///   the chance of never having drawn a padding of 0 is `(64/65)^n`, 1% after 300 repeats. It
+    ///   multiplies the requests an attack needs by a few times `max_bytes`, no more.
+    /// - In a stream, only the first flushed piece carries the padding. Each later piece is sent
+    ///   at its exact compressed size, and an observer who can tell pieces apart on the wire (a
+    ///   flush after a pause usually leaves as its own TLS records) learns those sizes.
+    ///
+    /// The real fix is to keep secrets out of compressed responses that reflect
+    /// attacker-controlled input: leave such responses uncompressed (with
+    /// [`compress_response_when`](Self::compress_response_when) or
+    /// [`compress_when`](Self::compress_when), or by not opting SSE in with
+    /// [`compress_sse`](Self::compress_sse)), or send the secrets in another response.
+    ///
+    /// The lengths come from std's `RandomState` (keyed SipHash, keyed once per process from the
+    /// operating system's random source) applied to a counter: unpredictable to a client, but
+    /// not a vetted cryptographic random number generator.
+    ///
+    /// ```
+    /// use bytes::Bytes;
+    /// use http_body_util::{BodyExt, Full};
+    /// use tower::{service_fn, Layer, ServiceExt};
+    /// use tower_gzip::GzipLayer;
+    ///
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let layer = GzipLayer::new().random_padding(64);
+    /// let mut lengths = std::collections::BTreeSet::new();
+    /// for _ in 0..20 {
+    ///     let svc = layer.layer(service_fn(|_req: http::Request<()>| async {
+    ///         let body = Full::new(Bytes::from("hello ".repeat(100)));
+    ///         Ok::<_, std::convert::Infallible>(http::Response::new(body))
+    ///     }));
+    ///     let request = http::Request::builder().header("accept-encoding", "gzip").body(()).unwrap();
+    ///     let body = svc.oneshot(request).await.unwrap().into_body();
+    ///     let gzip = body.collect().await.unwrap().to_bytes();
+    ///
+    ///     let mut text = String::new();
+    ///     std::io::Read::read_to_string(&mut flate2::read::GzDecoder::new(&gzip[..]), &mut text)
+    ///         .unwrap();
+    ///     assert_eq!(text, "hello ".repeat(100)); // decoders skip the padding
+    ///     lengths.insert(gzip.len());
+    /// }
+    /// assert!(lengths.len() > 1); // the same body, different lengths
+    /// # });
+    /// ```
+    pub fn random_padding(mut self, max_bytes: u16) -> Self {
+        self.config().encoder.padding = max_bytes.min(crate::codec::MAX_PADDING);
         self
     }
 }

@@ -94,15 +94,23 @@
 //! | already has `Content-Encoding` (any value, `identity` too)     | untouched                       |
 //! | `Cache-Control: no-transform` (switchable)                     | untouched                       |
 //! | `Content-Digest`, `Repr-Digest` or `Content-MD5`               | untouched                       |
-//! | empty body, or known length below the minimum size (256 B)     | untouched                       |
-//! | skipped media type (see below)                                 | untouched                       |
-//! | a custom predicate says no                                     | untouched                       |
+//! | empty body                                                     | untouched                       |
+//! | the handler inserted [`GzipOverride::off`]                     | untouched                       |
+//! | known length below the minimum size (256 B) (1)                | untouched                       |
+//! | skipped media type (see below) (1)                             | untouched                       |
+//! | a custom predicate says no (1)                                 | untouched                       |
+//! | otherwise, client accepts gzip, but [`GzipLayer::max_streams`] responses are being compressed | identity + `Vary: Accept-Encoding` |
 //! | otherwise, client accepts gzip                                 | compressed                      |
 //! | otherwise, client does not accept gzip                         | identity + `Vary: Accept-Encoding` |
 //!
+//! (1) unless the handler inserted [`GzipOverride::on`] into the response extensions.
+//!
+//! Each row is an [`Outcome`], readable from the body ([`GzipBody::outcome`]), counted by
+//! [`GzipMetrics`], and reported per response to [`GzipLayer::on_response_end`].
+//!
 //! Skipped media types by default: `text/event-stream`, `application/grpc` and `application/grpc+*`
-//! (not `grpc-web`), `image/*` except `image/svg+xml`, `audio/*`, `video/*`, `font/woff`,
-//! `font/woff2`, and compressed archives (`application/zip`, `gzip`, `x-gzip`, `zstd`, `x-bzip2`,
+//! (not `grpc-web`), `multipart/x-mixed-replace`, `image/*` except `image/svg+xml`, `audio/*`,
+//! `video/*`, `font/woff`, `font/woff2`, and compressed archives (`application/zip`, `gzip`, `x-gzip`, `zstd`, `x-bzip2`,
 //! `x-xz`, `x-7z-compressed`, `vnd.rar`, `x-rar-compressed`). The media type is parsed:
 //! case-insensitive, parameters ignored. A response without a `Content-Type` is compressed.
 //!
@@ -122,7 +130,8 @@
 //!
 //! # Memory
 //!
-//! A compressed response holds a deflate state (about 320 KiB resident at the default window) from
+//! A compressed response holds a deflate state (the compressor's window and hash tables; [measured
+//! sizes](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory)) from
 //! its first data frame until it ends; responses that are not compressed never allocate one. A
 //! compressed stream that goes idle hibernates ([`GzipLayer::hibernate_after`], default 1 s): it
 //! drops the deflate state, keeps the last window of input (at most 32 KiB), and continues the same
@@ -165,11 +174,14 @@ mod body;
 mod budget;
 mod codec;
 mod config;
+mod control;
 mod decision;
 mod error;
 mod layer;
 mod media;
+mod metrics;
 mod negotiate;
+mod outcome;
 mod predicate;
 mod service;
 
@@ -177,8 +189,11 @@ pub mod future;
 
 pub use body::GzipBody;
 pub use config::FlushPolicy;
+pub use control::GzipOverride;
 pub use error::CompressError;
 pub use layer::GzipLayer;
+pub use metrics::GzipMetrics;
+pub use outcome::{Outcome, ResponseStats};
 pub use predicate::RequestHead;
 pub use service::Gzip;
 

@@ -23,6 +23,8 @@ pub(crate) const DEFAULT_SKIPPED: &[&str] = &[
     "text/event-stream",
     "application/grpc",
     "application/grpc+*",
+    // Endless streams of already compressed parts (MJPEG camera feeds).
+    "multipart/x-mixed-replace",
     // Already compressed media.
     "image/*",
     "audio/*",
@@ -192,6 +194,7 @@ mod tests {
             ("text/html; charset=utf-8", false),
             ("text/plain", false),
             ("multipart/mixed; boundary=x", false),
+            ("multipart/x-mixed-replace; boundary=frame", true),
             // Odd values: nothing to match, so compressed like a missing Content-Type.
             ("", false),
             ("event-stream", false),

@@ -3,20 +3,22 @@
 use std::fmt;
 use std::sync::Arc;
 
-use http::{HeaderMap, Method, Request, Uri, Version};
+use http::{Extensions, HeaderMap, Method, Request, Uri, Version};
 
 /// The parts of a request a custom predicate can look at, captured when the request passes through
 /// the layer (the response future cannot see the request otherwise).
 ///
-/// It is captured only when at least one predicate was added with
-/// [`GzipLayer::compress_when`](crate::GzipLayer::compress_when), so the default layer does not
-/// copy request headers.
+/// It is captured only when at least one predicate that looks at the request was added with
+/// [`GzipLayer::compress_when`](crate::GzipLayer::compress_when); predicates added with
+/// [`GzipLayer::compress_response_when`](crate::GzipLayer::compress_response_when) see only the
+/// response, and a layer with only those copies nothing from the request. Capturing clones the
+/// request's method, URI, headers and extensions.
 ///
 /// ```
-/// use tower_gzip::GzipLayer;
+/// use tower_gzip::{GzipLayer, RequestHead};
 ///
 /// // Do not compress authenticated API responses (a BREACH precaution).
-/// let layer = GzipLayer::new().compress_when(|request, _response| {
+/// let layer = GzipLayer::new().compress_when(|request: &RequestHead, _response| {
 ///     !request.headers().contains_key(http::header::AUTHORIZATION)
 /// });
 /// # let _ = layer;
@@ -27,22 +29,31 @@ pub struct RequestHead {
     uri: Uri,
     version: Version,
     headers: HeaderMap,
+    extensions: Extensions,
 }
 
 impl RequestHead {
-    pub(crate) fn from_request<B>(request: &Request<B>) -> Self {
+    /// Captures the head of `request` (its body is not touched), as the layer does.
+    ///
+    /// ```
+    /// let request = http::Request::builder().uri("/api").body(()).unwrap();
+    /// let head = tower_gzip::RequestHead::from_request(&request);
+    /// assert_eq!(head.uri().path(), "/api");
+    /// ```
+    pub fn from_request<B>(request: &Request<B>) -> Self {
         Self {
             method: request.method().clone(),
             uri: request.uri().clone(),
             version: request.version(),
             headers: request.headers().clone(),
+            extensions: request.extensions().clone(),
         }
     }
 
     /// The request method.
     ///
     /// ```
-    /// # let head = tower_gzip::RequestHead::example();
+    /// let head = tower_gzip::RequestHead::from_request(&http::Request::new(()));
     /// assert_eq!(head.method(), http::Method::GET);
     /// ```
     pub fn method(&self) -> &Method {
@@ -52,7 +63,7 @@ impl RequestHead {
     /// The request target.
     ///
     /// ```
-    /// # let head = tower_gzip::RequestHead::example();
+    /// let head = tower_gzip::RequestHead::from_request(&http::Request::new(()));
     /// assert_eq!(head.uri().path(), "/");
     /// ```
     pub fn uri(&self) -> &Uri {
@@ -62,7 +73,7 @@ impl RequestHead {
     /// The HTTP version of the request.
     ///
     /// ```
-    /// # let head = tower_gzip::RequestHead::example();
+    /// let head = tower_gzip::RequestHead::from_request(&http::Request::new(()));
     /// assert_eq!(head.version(), http::Version::HTTP_11);
     /// ```
     pub fn version(&self) -> Version {
@@ -72,28 +83,43 @@ impl RequestHead {
     /// The request headers.
     ///
     /// ```
-    /// # let head = tower_gzip::RequestHead::example();
+    /// let head = tower_gzip::RequestHead::from_request(&http::Request::new(()));
     /// assert!(head.headers().is_empty());
     /// ```
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }
 
-    #[doc(hidden)]
-    /// A `GET /` request head, for doc examples.
-    pub fn example() -> Self {
-        Self::from_request(&Request::new(()))
+    /// The request extensions as they were when the request passed through the layer (what
+    /// layers further out and routing had inserted, such as an authenticated user).
+    ///
+    /// ```
+    /// #[derive(Clone)]
+    /// struct Tenant(&'static str);
+    ///
+    /// let mut request = http::Request::new(());
+    /// request.extensions_mut().insert(Tenant("acme"));
+    /// let head = tower_gzip::RequestHead::from_request(&request);
+    /// assert_eq!(head.extensions().get::<Tenant>().map(|t| t.0), Some("acme"));
+    /// ```
+    pub fn extensions(&self) -> &Extensions {
+        &self.extensions
     }
 }
 
-/// A user predicate: compress only if it returns `true` (in addition to the built-in rules).
-pub(crate) type Predicate = Arc<dyn Fn(&RequestHead, &http::response::Parts) -> bool + Send + Sync>;
+/// A rule that sees the request and the response: compress only if it returns `true` (in
+/// addition to the built-in rules).
+pub(crate) type RequestPredicate =
+    Arc<dyn Fn(&RequestHead, &http::response::Parts) -> bool + Send + Sync>;
+
+/// A rule that sees only the response.
+pub(crate) type ResponsePredicate = Arc<dyn Fn(&http::response::Parts) -> bool + Send + Sync>;
 
 /// Debug output for a list of predicates, which are closures and cannot print themselves.
-pub(crate) struct PredicatesDebug<'a>(pub(crate) &'a [Predicate]);
+pub(crate) struct PredicatesDebug(pub(crate) usize);
 
-impl fmt::Debug for PredicatesDebug<'_> {
+impl fmt::Debug for PredicatesDebug {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "[{} custom predicate(s)]", self.0.len())
+        write!(f, "[{} custom predicate(s)]", self.0)
     }
 }

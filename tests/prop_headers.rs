@@ -1199,7 +1199,7 @@ fn layer_for(settings: &Settings) -> GzipLayer {
         1 => layer.skip_media_type("application/x-ndjson"),
         2 => layer.compress_media_type("image/bmp"),
         3 => layer.skip_media_type("Text/*"),
-        4 => layer.skip_media_types(["text/event-stream"]),
+        4 => layer.replace_skip_list(["text/event-stream"]),
         _ => layer,
     };
     if let Some(answer) = settings.predicate {
