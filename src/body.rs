@@ -26,6 +26,7 @@ use pin_project_lite::pin_project;
 
 use crate::budget::StreamPermit;
 use crate::codec::{EncoderSettings, GzipEncoder};
+use crate::idle_timer;
 use crate::metrics::Observer;
 use crate::{BoxError, CompressError, FlushPolicy, Outcome};
 
@@ -107,6 +108,10 @@ struct Compressor {
     idle_since: Option<Instant>,
     /// The current burst of data came after an idle period of at least `hibernate_after`.
     woke_from_idle: bool,
+    /// The deadline the idle timer will wake this body at, if one is registered: at most one is
+    /// outstanding, so a stream that stalls after every token registers about once per
+    /// `hibernate_after`, not once per token.
+    timer_armed_for: Option<Instant>,
     /// Counts this response among the layer's live streams until the compressor is dropped.
     _permit: StreamPermit,
     /// The part of the current inner data frame not compressed yet.
@@ -162,11 +167,12 @@ impl<B> GzipBody<B> {
                 },
                 flush,
                 hibernate_after,
-                // A stream is idle from the start: one whose first data takes longer than
-                // `hibernate_after` (an SSE subscription waiting for its first event) is the
-                // idle kind and sleeps right after that data.
-                idle_since: hibernate_after.map(|_| Instant::now()),
+                // The wait for the first data is not idleness: a model that thinks for seconds
+                // before its first token is not an idle stream, and before the first data there
+                // is no deflate state to drop anyway.
+                idle_since: None,
                 woke_from_idle: false,
+                timer_armed_for: None,
                 _permit: permit,
                 input: Bytes::new(),
                 output: BytesMut::new(),
@@ -508,7 +514,7 @@ impl Compressor {
             }
             frames_left -= 1;
             let frame = match inner.as_mut().poll_frame(cx) {
-                Poll::Pending => return self.stall(obs),
+                Poll::Pending => return self.stall(cx, obs),
                 Poll::Ready(None) => return self.finish(None, obs),
                 Poll::Ready(Some(Err(e))) => return self.fail(e.into(), obs),
                 Poll::Ready(Some(Ok(frame))) => frame,
@@ -575,13 +581,16 @@ impl Compressor {
     }
 
     /// The inner body stalled: make everything so far decodable, hand it out, then wait.
-    fn stall(&mut self, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
+    fn stall(&mut self, cx: &mut Context<'_>, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
         if self.flush == FlushPolicy::OnStall {
             if let Err(e) = self.flush(obs) {
                 return Poll::Ready(Step::Failed(None, e.into()));
             }
         }
         let hibernated = self.hibernate_if_idle();
+        if !hibernated {
+            self.arm_idle_timer(cx);
+        }
         let frame = (!self.output.is_empty()).then(|| self.take_frame(obs));
         if hibernated {
             // Release the output buffer's spare capacity too: an idle stream keeps no buffers.
@@ -606,8 +615,8 @@ impl Compressor {
     /// At a stall, with everything flushed: drops the deflate state if the stream has now been idle
     /// for `hibernate_after`, or if the data just flushed came after such an idle period (a stream
     /// that idles long between events is expected to again; waiting for a poll that may never come
-    /// would keep the state for the whole gap). The body has no timer, so this is checked only
-    /// when the body is polled. Returns whether it hibernated now.
+    /// would keep the state for the whole gap). Checked when the body is polled, which the idle
+    /// timer arranges (see `arm_idle_timer`). Returns whether it hibernated now.
     fn hibernate_if_idle(&mut self) -> bool {
         let (Some(after), Some(encoder)) = (self.hibernate_after, &mut self.encoder) else {
             return false;
@@ -622,6 +631,33 @@ impl Compressor {
             return true;
         }
         false
+    }
+
+    /// A stream that holds a deflate state and waits asks to be woken when it will have been idle
+    /// for `hibernate_after`, so it hibernates even if the handler stays silent and nothing else
+    /// polls it (a burst, then silence). The wake-up is a poll like any other: the inner body is
+    /// asked for data, and if it still has none, the stall hibernates.
+    fn arm_idle_timer(&mut self, cx: &mut Context<'_>) {
+        let (Some(after), Some(since), Some(encoder)) =
+            (self.hibernate_after, self.idle_since, &self.encoder)
+        else {
+            return;
+        };
+        if encoder.is_hibernating() {
+            return;
+        }
+        let deadline = since + after;
+        // A registration still pending fires no later than this deadline (deadlines only move
+        // forward), and that wake-up re-arms if the stream is not idle long enough by then.
+        if self
+            .timer_armed_for
+            .is_some_and(|armed| armed > Instant::now())
+        {
+            return;
+        }
+        if idle_timer::wake_at(deadline, cx.waker()) {
+            self.timer_armed_for = Some(deadline);
+        }
     }
 
     /// The budget for this poll is spent: hand out what there is, or yield to the executor.

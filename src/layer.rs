@@ -89,11 +89,19 @@ impl GzipLayer {
     /// that window of input. Measured: [busy](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory) and
     /// [idle](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#idle-stream-memory) streams, [the cost of a wake](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#wake-cost).
     ///
-    /// The body has no timer of its own. A stream hibernates at a stall (when the handler's body
-    /// returns `Pending`) if it has been stalled for `idle` by then, or if the data it just sent
-    /// came after an idle period of at least `idle`, counting the wait for the first data (so a
-    /// stream with one event every few seconds sleeps between events instead of waiting for a poll
-    /// that may not come). Token streams with gaps well under `idle` never hibernate mid-answer.
+    /// A stream hibernates at a stall (when the handler's body returns `Pending`) once it has been
+    /// stalled for `idle`: a stalled stream that holds a deflate state asks a process-wide timer
+    /// thread (started on first use; no async runtime needed) to wake its task at that moment, so
+    /// a stream that goes silent after a burst sheds its state within about `idle` even if
+    /// nothing else polls it. Each stream keeps at most one wake-up pending, so a token stream
+    /// registers about once per `idle`, not once per token. If the thread cannot be started,
+    /// streams hibernate when they are next polled instead.
+    ///
+    /// A stream whose data came after an idle gap of at least `idle` hibernates right at the
+    /// next stall (one event every few seconds: it sleeps between events, not `idle` after each).
+    /// The wait for the first data does not count: a model that thinks for seconds before its
+    /// first token does not drop and rebuild its compressor between the first tokens. Token
+    /// streams with gaps well under `idle` never hibernate mid-answer.
     ///
     /// `Duration::ZERO` hibernates at every stall. With the `miniz` backend the new state cannot
     /// be primed, so output right after waking is larger (still correct).

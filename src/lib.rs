@@ -177,6 +177,7 @@ mod config;
 mod control;
 mod decision;
 mod error;
+mod idle_timer;
 mod layer;
 mod media;
 mod metrics;

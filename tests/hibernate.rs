@@ -318,13 +318,94 @@ fn check_schedule(events: &[Event], level: u32, every_frame: bool) -> TestCaseRe
     Ok(())
 }
 
+/// Issue 11: a reasoning model that thinks for longer than `hibernate_after` before its first
+/// token is not an idle stream; it must not drop and rebuild its compressor between token 1 and
+/// token 2 (the old rule counted the wait for the first data as idle).
 #[test]
-fn a_stream_whose_first_data_comes_late_sleeps_right_after_it() {
+fn a_slow_first_token_keeps_the_compressor_for_the_tokens_after_it() {
     let threshold = Duration::from_millis(300);
-    let script = Script::new([data(event(0)), Step::Pending, Step::End]);
+    let script = Script::new([
+        data(event(0)),
+        Step::Pending,
+        data(event(1)),
+        Step::Pending,
+        Step::End,
+    ]);
     let layer = GzipLayer::new().hibernate_after(threshold);
     let mut body = wrap(&layer, "application/x-ndjson", script);
-    std::thread::sleep(threshold); // the handler takes a while to produce its first event
-    expect_frame(&mut body);
-    assert!(!body.holds_compressor());
+    std::thread::sleep(threshold); // the model thinks before its first token
+    let first = expect_frame(&mut body);
+    let polled_first = Instant::now();
+    assert!(body.holds_compressor(), "slept between the first tokens");
+    let second = expect_frame(&mut body);
+    // One-sided: only a machine that took the threshold between two polls could see otherwise.
+    if polled_first.elapsed() < threshold {
+        assert!(body.holds_compressor(), "slept between the first tokens");
+    }
+    let last = expect_frame(&mut body);
+    assert_eq!(
+        gunzip(&[first, second, last].concat()),
+        [event(0), event(1)].concat().as_bytes()
+    );
+}
+
+/// Issue 11: a burst, then silence, with nothing polling the body but the server's task: the
+/// stream hibernates on its own (the idle timer wakes the task), within about `hibernate_after`.
+/// Driven as a server drives a body: a task polls it and is woken by the body's waker.
+#[tokio::test]
+async fn a_burst_then_silence_hibernates_without_another_event() {
+    use http_body::Frame;
+    use http_body_util::{BodyExt, StreamBody};
+    use tokio::sync::mpsc;
+    use tokio_stream::wrappers::ReceiverStream;
+
+    let metrics = tower_gzip::GzipMetrics::new();
+    let layer = GzipLayer::new()
+        .compress_sse(true)
+        .hibernate_after(Duration::from_millis(200))
+        .metrics(metrics.clone());
+    let (tx, rx) = mpsc::channel::<Result<Frame<Bytes>, std::convert::Infallible>>(16);
+    let mut body = wrap(
+        &layer,
+        "text/event-stream",
+        StreamBody::new(ReceiverStream::new(rx)),
+    );
+    let (decoded_tx, mut decoded_rx) = mpsc::unbounded_channel::<Vec<u8>>();
+    let server = tokio::spawn(async move {
+        let mut decoder = StreamingDecoder::default();
+        while let Some(frame) = body.frame().await {
+            let data = frame.unwrap().into_data().unwrap();
+            let _ = decoded_tx.send(decoder.push(&data).to_vec());
+        }
+    });
+    let mut expected = Vec::new();
+    for i in 0..50 {
+        tx.send(Ok(Frame::data(Bytes::from(event(i)))))
+            .await
+            .unwrap();
+        expected.extend_from_slice(event(i).as_bytes());
+    }
+    // Lockstep: the whole burst is decodable before the silence starts.
+    while decoded_rx.recv().await.unwrap() != expected {}
+    assert_eq!(metrics.live_streams(), 1);
+    // Silence: nothing is sent. A hang limit only detects failure.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while metrics.hibernated_streams() == 0 {
+        assert!(
+            Instant::now() < give_up,
+            "a silent stream never hibernated: it keeps its deflate state while nothing polls it"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(metrics.hibernations(), 1);
+    // It wakes for the next event, which decodes as part of the same stream.
+    tx.send(Ok(Frame::data(Bytes::from(event(50)))))
+        .await
+        .unwrap();
+    expected.extend_from_slice(event(50).as_bytes());
+    while decoded_rx.recv().await.unwrap() != expected {}
+    assert_eq!(metrics.wakes(), 1);
+    drop(tx);
+    server.await.unwrap();
+    assert_eq!(metrics.live_streams(), 0);
 }
