@@ -9,6 +9,7 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod chromium;
+pub mod clients;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -42,6 +43,9 @@ pub const WAIT: Duration = Duration::from_secs(30);
 
 pub const NDJSON: &str = "application/x-ndjson";
 pub const SSE: &str = "text/event-stream";
+
+/// The `random_padding` bound of the `*-padded*` routes.
+pub const PADDING: u16 = 64;
 
 /// One request/response pair as the server saw it (the response head after `GzipLayer`).
 #[derive(Clone, Debug)]
@@ -86,6 +90,9 @@ struct Shared {
 /// | `/sse-gzip`           | `GzipLayer::new().compress_sse(true)`   | fed, `text/event-stream`    |
 /// | `/sse-gzip-hibernating` | `.compress_sse(true).hibernate_after(ZERO)`: drops and rebuilds the deflate state at every stall | fed, `text/event-stream` |
 /// | `/ndjson-held`        | `GzipLayer::new()`                      | fed, but held until the feed closes (control) |
+/// | `/ndjson-padded`, `/sse-gzip-padded` | `.random_padding(PADDING)` (SSE: `.compress_sse(true)` too) | fed, as their unpadded twins |
+/// | `/sse-gzip-padded-hibernating` | `.compress_sse(true).hibernate_after(ZERO).random_padding(PADDING)` | fed, `text/event-stream` |
+/// | `/large-padded.json`  | `.random_padding(PADDING)`              | [`large_json`]              |
 /// | `/large.json`         | `GzipLayer::new()`                      | [`large_json`]              |
 /// | `/page`               | `GzipLayer::new()`                      | the HTML page given         |
 /// | `POST /report`        | none                                    | body forwarded to [`TestServer::next_report`] |
@@ -137,8 +144,26 @@ impl TestServer {
                     .compress_sse(true)
                     .hibernate_after(std::time::Duration::ZERO),
             );
+        let padded = Router::new()
+            .route("/ndjson-padded", get(fed_ndjson))
+            .route("/large-padded.json", get(large))
+            .layer(GzipLayer::new().random_padding(PADDING));
+        let sse_gzip_padded = Router::new()
+            .route("/sse-gzip-padded", get(fed_sse))
+            .layer(GzipLayer::new().compress_sse(true).random_padding(PADDING));
+        let sse_gzip_padded_hibernating = Router::new()
+            .route("/sse-gzip-padded-hibernating", get(fed_sse))
+            .layer(
+                GzipLayer::new()
+                    .compress_sse(true)
+                    .hibernate_after(std::time::Duration::ZERO)
+                    .random_padding(PADDING),
+            );
         let app = Router::new()
             .merge(default_routes)
+            .merge(padded)
+            .merge(sse_gzip_padded)
+            .merge(sse_gzip_padded_hibernating)
             .merge(every_frame)
             .merge(sse_gzip)
             .merge(sse_gzip_hibernating)
