@@ -587,7 +587,10 @@ impl Compressor {
                 return Poll::Ready(Step::Failed(None, e.into()));
             }
         }
-        let hibernated = self.hibernate_if_idle();
+        let hibernated = match self.hibernate_if_idle() {
+            Ok(hibernated) => hibernated,
+            Err(e) => return Poll::Ready(Step::Failed(None, e.into())),
+        };
         if !hibernated {
             self.arm_idle_timer(cx);
         }
@@ -616,21 +619,25 @@ impl Compressor {
     /// for `hibernate_after`, or if the data just flushed came after such an idle period (a stream
     /// that idles long between events is expected to again; waiting for a poll that may never come
     /// would keep the state for the whole gap). Checked when the body is polled, which the idle
-    /// timer arranges (see `arm_idle_timer`). Returns whether it hibernated now.
-    fn hibernate_if_idle(&mut self) -> bool {
+    /// timer arranges (see `arm_idle_timer`). Returns whether it hibernated now; the bytes that
+    /// byte-align the stream before its state is dropped go to `output`.
+    fn hibernate_if_idle(&mut self) -> Result<bool, CompressError> {
         let (Some(after), Some(encoder)) = (self.hibernate_after, &mut self.encoder) else {
-            return false;
+            return Ok(false);
         };
         if encoder.is_hibernating() {
-            return false;
+            return Ok(false);
         }
         let now = Instant::now();
         let since = *self.idle_since.get_or_insert(now);
-        if (self.woke_from_idle || now.duration_since(since) >= after) && encoder.hibernate() {
-            self.woke_from_idle = false;
-            return true;
+        if !(self.woke_from_idle || now.duration_since(since) >= after) {
+            return Ok(false);
         }
-        false
+        let hibernated = encoder.hibernate(&mut self.output)?;
+        if hibernated {
+            self.woke_from_idle = false;
+        }
+        Ok(hibernated)
     }
 
     /// A stream that holds a deflate state and waits asks to be woken when it will have been idle

@@ -29,7 +29,6 @@
 //! at random. Decoders skip the extra field; only its length matters, so it is zeros.
 
 use std::collections::hash_map::RandomState;
-use std::collections::VecDeque;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
@@ -179,7 +178,10 @@ pub(crate) struct GzipEncoder {
     /// Input has been written since the last flush.
     dirty: bool,
     /// The last window's worth of input, when hibernation is enabled.
-    history: Option<VecDeque<u8>>,
+    history: Option<Window>,
+    /// The deflate stream ends on a byte boundary (after a sync flush, or before any output):
+    /// only then can a new deflate state continue it.
+    aligned: bool,
 }
 
 /// The deflate state and its buffers: everything hibernation drops.
@@ -200,7 +202,10 @@ impl GzipEncoder {
             input_len: 0,
             header_written: false,
             dirty: false,
-            history: settings.can_hibernate.then(VecDeque::new),
+            history: settings
+                .can_hibernate
+                .then(|| Window::new(1 << settings.window_bits())),
+            aligned: true,
         }
     }
 
@@ -221,7 +226,7 @@ impl GzipEncoder {
             self.deflater = Some(deflater);
         }
         if let Some(history) = &mut self.history {
-            remember(history, input, 1 << self.settings.window_bits());
+            history.remember(input);
         }
         match &mut self.deflater {
             Some(deflater) => deflater.write(input, out),
@@ -229,7 +234,12 @@ impl GzipEncoder {
         }
     }
 
-    /// Sync-flushes the deflate stream so everything written so far is decodable from `out`.
+    /// Flushes the deflate stream so everything written so far is decodable from `out`.
+    ///
+    /// A partial flush: the block is ended and followed by an empty fixed-Huffman block (10 bits),
+    /// which lets an inflater finish the block, instead of a sync flush's empty stored block and
+    /// its `00 00 ff ff` (about 4 bytes more per flush, which is most of a token event's cost).
+    /// The stream is then not byte-aligned; [`hibernate`](Self::hibernate) aligns it first.
     ///
     /// Does nothing (and emits nothing) if no input arrived since the previous flush.
     pub(crate) fn flush(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
@@ -237,7 +247,8 @@ impl GzipEncoder {
             return Ok(());
         }
         if let Some(deflater) = &mut self.deflater {
-            deflater.flush(out)?;
+            deflater.flush(FlushCompress::Partial, out)?;
+            self.aligned = false;
         }
         self.dirty = false;
         Ok(())
@@ -261,15 +272,24 @@ impl GzipEncoder {
 
     /// Drops the deflate state if everything written has been flushed and hibernation is enabled.
     /// Returns whether the encoder is hibernating afterwards.
-    pub(crate) fn hibernate(&mut self) -> bool {
-        if self.dirty {
-            return false;
+    ///
+    /// A new deflate state can only continue a stream that ends on a byte boundary, so unless it
+    /// already does, an empty stored block (a sync flush, about 5 bytes) is appended to `out`
+    /// first; those bytes must reach the client like any others.
+    pub(crate) fn hibernate(&mut self, out: &mut BytesMut) -> Result<bool, CompressError> {
+        if self.dirty || self.history.is_none() {
+            return Ok(self.is_hibernating());
         }
-        if let Some(history) = &mut self.history {
-            self.deflater = None;
-            history.shrink_to_fit();
+        if let Some(mut deflater) = self.deflater.take() {
+            if !self.aligned {
+                if let Err(e) = deflater.flush(FlushCompress::Sync, out) {
+                    self.deflater = Some(deflater);
+                    return Err(e);
+                }
+                self.aligned = true;
+            }
         }
-        self.deflater.is_none()
+        Ok(true)
     }
 
     /// Appends a whole gzip member for an empty input (header, an empty final block, CRC 0, size
@@ -291,7 +311,7 @@ impl GzipEncoder {
 
     /// The input a new deflate state is primed with: the last window's worth written so far.
     fn dictionary(&mut self) -> &[u8] {
-        self.history.as_mut().map_or(&[], |h| h.make_contiguous())
+        self.history.as_mut().map_or(&[], Window::contiguous)
     }
 
     fn write_header_once(&mut self, out: &mut BytesMut) {
@@ -302,12 +322,50 @@ impl GzipEncoder {
     }
 }
 
-/// Appends `input` to `history`, keeping only the last `window` bytes.
-fn remember(history: &mut VecDeque<u8>, input: &[u8], window: usize) {
-    let input = &input[input.len().saturating_sub(window)..];
-    let excess = (history.len() + input.len()).saturating_sub(window);
-    history.drain(..excess);
-    history.extend(input);
+/// The last `capacity` bytes of input, in a ring allocated once, at its full size, on the first
+/// write: a busy stream holds exactly one window of history, never a growing buffer.
+struct Window {
+    buf: Box<[u8]>,
+    capacity: usize,
+    /// Where the next byte goes (the oldest byte, once the ring is full).
+    head: usize,
+    len: usize,
+}
+
+impl Window {
+    fn new(capacity: usize) -> Self {
+        Self {
+            buf: Box::default(),
+            capacity,
+            head: 0,
+            len: 0,
+        }
+    }
+
+    fn remember(&mut self, input: &[u8]) {
+        if self.buf.is_empty() {
+            self.buf = vec![0; self.capacity].into_boxed_slice();
+        }
+        let input = &input[input.len().saturating_sub(self.capacity)..];
+        let first = input.len().min(self.capacity - self.head);
+        self.buf[self.head..self.head + first].copy_from_slice(&input[..first]);
+        let rest = &input[first..];
+        self.buf[..rest.len()].copy_from_slice(rest);
+        self.head = (self.head + input.len()) % self.capacity;
+        self.len = (self.len + input.len()).min(self.capacity);
+    }
+
+    /// The remembered bytes, oldest first, as one slice (rotates the ring in place; rare: only
+    /// when a hibernated stream wakes).
+    fn contiguous(&mut self) -> &[u8] {
+        if self.len == self.capacity {
+            self.buf.rotate_left(self.head);
+            self.head = 0;
+            &self.buf[..]
+        } else {
+            &self.buf[..self.len]
+        }
+    }
 }
 
 impl Deflater {
@@ -363,11 +421,11 @@ impl Deflater {
         Ok(())
     }
 
-    fn flush(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
+    fn flush(&mut self, mode: FlushCompress, out: &mut BytesMut) -> Result<(), CompressError> {
         self.deflate_staged(out)?;
         // zlib's contract: the flush is complete once a call leaves output space unused.
         loop {
-            let (_, produced) = self.run(&[], FlushCompress::Sync, out)?;
+            let (_, produced) = self.run(&[], mode, out)?;
             if produced < SCRATCH_LEN {
                 return Ok(());
             }
@@ -511,7 +569,8 @@ mod tests {
             enc.write(line.as_bytes(), &mut out).unwrap();
             enc.flush(&mut out).unwrap();
             sent.extend_from_slice(line.as_bytes());
-            assert!(out.ends_with(&[0, 0, 0xff, 0xff]), "sync flush marker");
+            // A partial flush: no empty stored block, no `00 00 ff ff` marker.
+            assert!(!out.ends_with(&[0, 0, 0xff, 0xff]), "sync flush marker");
             assert_eq!(gunzip_prefix(&out), sent);
         }
         enc.finish(&mut out).unwrap();
@@ -519,7 +578,7 @@ mod tests {
     }
 
     #[test]
-    fn repeated_flush_emits_at_most_one_sync_block() {
+    fn repeated_flush_emits_at_most_one_flush_block() {
         let mut enc = GzipEncoder::new(level(6));
         let mut out = BytesMut::new();
         enc.flush(&mut out).unwrap();
@@ -636,7 +695,7 @@ mod tests {
             sent.extend_from_slice(event.as_bytes());
             assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
             if i % 3 != 0 {
-                assert!(enc.hibernate());
+                assert!(enc.hibernate(&mut out).unwrap());
                 assert!(enc.is_hibernating());
             }
         }
@@ -650,7 +709,7 @@ mod tests {
         let mut out = BytesMut::new();
         enc.write(b"hello", &mut out).unwrap();
         enc.flush(&mut out).unwrap();
-        assert!(enc.hibernate());
+        assert!(enc.hibernate(&mut out).unwrap());
         enc.finish(&mut out).unwrap();
         assert_eq!(gunzip(&out), b"hello");
     }
@@ -661,11 +720,11 @@ mod tests {
         let mut out = BytesMut::new();
         enc.write(b"hello", &mut out).unwrap();
         assert!(
-            !enc.hibernate(),
+            !enc.hibernate(&mut out).unwrap(),
             "unflushed input lives in the deflate state"
         );
         enc.flush(&mut out).unwrap();
-        assert!(enc.hibernate());
+        assert!(enc.hibernate(&mut out).unwrap());
 
         let mut enc = GzipEncoder::new(EncoderSettings {
             can_hibernate: false,
@@ -673,20 +732,82 @@ mod tests {
         });
         enc.write(b"hello", &mut out).unwrap();
         enc.flush(&mut out).unwrap();
-        assert!(!enc.hibernate());
+        assert!(!enc.hibernate(&mut out).unwrap());
         assert!(!enc.is_hibernating());
     }
 
     #[test]
     fn history_keeps_exactly_the_last_window() {
-        let mut history = VecDeque::new();
-        remember(&mut history, b"abc", 4);
-        remember(&mut history, b"de", 4);
-        assert_eq!(history.make_contiguous(), b"bcde");
-        remember(&mut history, b"0123456789", 4);
-        assert_eq!(history.make_contiguous(), b"6789");
-        remember(&mut history, b"", 4);
-        assert_eq!(history.make_contiguous(), b"6789");
+        let mut history = Window::new(4);
+        history.remember(b"ab");
+        assert_eq!(history.contiguous(), b"ab");
+        history.remember(b"c");
+        history.remember(b"de");
+        assert_eq!(history.contiguous(), b"bcde");
+        history.remember(b"f");
+        history.remember(b"gh");
+        assert_eq!(history.contiguous(), b"efgh");
+        history.remember(b"0123456789");
+        assert_eq!(history.contiguous(), b"6789");
+        history.remember(b"");
+        assert_eq!(history.contiguous(), b"6789");
+        assert_eq!(history.buf.len(), 4, "allocated once, at the window size");
+        // Against a model, over writes of every size around the capacity.
+        let mut ring = Window::new(7);
+        let mut model: Vec<u8> = Vec::new();
+        for (i, len) in [3usize, 0, 7, 1, 6, 8, 2, 13, 5, 7, 4].iter().enumerate() {
+            let input: Vec<u8> = (0..*len).map(|k| (i * 16 + k) as u8).collect();
+            ring.remember(&input);
+            model.extend_from_slice(&input);
+            let keep = model.len().saturating_sub(7);
+            assert_eq!(ring.contiguous(), &model[keep..], "after write {i}");
+        }
+    }
+
+    #[test]
+    fn partial_flushes_cost_less_than_sync_flushes_and_hibernation_aligns_the_stream() {
+        let events: Vec<String> = (0..200)
+            .map(|i| {
+                format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"content\":\" tok{}\"}}}}]}}\n\n",
+                    i % 17
+                )
+            })
+            .collect();
+        // Bytes per event with partial flushes (ours) and with sync flushes (a plain deflate).
+        let mut enc = GzipEncoder::new(level(6));
+        let mut out = BytesMut::new();
+        let mut sent = Vec::new();
+        for (i, event) in events.iter().enumerate() {
+            enc.write(event.as_bytes(), &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
+            sent.extend_from_slice(event.as_bytes());
+            assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
+        }
+        let partial = out.len();
+        let mut sync = flate2::Compress::new(Compression::new(6), false);
+        let mut sync_out = Vec::with_capacity(1 << 20);
+        for event in &events {
+            sync.compress_vec(event.as_bytes(), &mut sync_out, FlushCompress::Sync)
+                .unwrap();
+        }
+        assert!(
+            partial + 2 * events.len() < sync_out.len() + 10,
+            "partial {partial} B vs sync {} B for {} events",
+            sync_out.len(),
+            events.len()
+        );
+        // Hibernating appends the alignment the next deflate state needs; decoding goes on.
+        let before = out.len();
+        assert!(enc.hibernate(&mut out).unwrap());
+        assert!(
+            out.len() > before,
+            "a partial flush leaves the stream unaligned"
+        );
+        enc.write(b"after waking", &mut out).unwrap();
+        enc.finish(&mut out).unwrap();
+        sent.extend_from_slice(b"after waking");
+        assert_eq!(gunzip(&out), sent);
     }
 
     fn padded(padding: u16) -> EncoderSettings {
@@ -749,7 +870,7 @@ mod tests {
             sent.extend_from_slice(event.as_bytes());
             assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
             if i % 2 == 0 {
-                assert!(enc.hibernate());
+                assert!(enc.hibernate(&mut out).unwrap());
             }
         }
         enc.finish(&mut out).unwrap();
@@ -847,7 +968,7 @@ mod tests {
                     *size += out.len() - before;
                 }
                 if hibernate {
-                    assert!(enc.hibernate());
+                    assert!(enc.hibernate(&mut out).unwrap());
                 }
             }
         }

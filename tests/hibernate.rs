@@ -110,7 +110,10 @@ fn a_stream_idle_past_the_threshold_hibernates_when_polled() {
     let first = expect_frame(&mut body);
     awake_if_provably_not_idle_long(&body, created, threshold);
     std::thread::sleep(threshold);
-    assert!(matches!(poll_once(&mut body), Polled::Pending));
+    // Polled after the idle threshold with no new data: the partially flushed stream is
+    // byte-aligned (an empty stored block, a few bytes) and the state dropped.
+    let align = expect_frame(&mut body);
+    assert!(align.len() <= 8, "{} alignment bytes", align.len());
     assert!(
         !body.holds_compressor(),
         "polled after the idle threshold: state dropped"
@@ -122,7 +125,7 @@ fn a_stream_idle_past_the_threshold_hibernates_when_polled() {
     );
     let last = expect_frame(&mut body);
     assert_eq!(
-        gunzip(&[first, second, last].concat()),
+        gunzip(&[first, align, second, last].concat()),
         [event(0), event(1)].concat().as_bytes()
     );
 }
