@@ -561,7 +561,7 @@ impl Compressor {
         written
     }
 
-    /// Sync-flushes the compressor, if it has unflushed input.
+    /// Flushes the compressor (a partial flush), if it has unflushed input.
     fn flush(&mut self, obs: &mut Option<Box<Observer>>) -> Result<(), CompressError> {
         let Some(encoder) = &mut self.encoder else {
             return Ok(());

@@ -12,9 +12,11 @@ use crate::predicate::{PredicatesDebug, RequestPredicate, ResponsePredicate};
 
 /// When the compressor is flushed, so the client can decode what it has received.
 ///
-/// Both policies also flush at the end of the body. Each flush costs a few bytes (a 4-byte empty
-/// sync block plus the end of the current deflate block) and resets part of the compressor's
-/// lookahead, so flushing more often than needed makes the output larger.
+/// Both policies also flush at the end of the body. A flush is a partial flush: it ends the
+/// current deflate block and adds a 10-bit empty block, so every byte written so far can be
+/// decoded from what was sent. Each flush costs the end of a block plus those bits and resets
+/// part of the compressor's lookahead, so flushing more often than needed makes the output
+/// larger.
 ///
 /// ```
 /// use tower_gzip::{FlushPolicy, GzipLayer};

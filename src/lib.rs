@@ -49,7 +49,7 @@
 //! HTTP bodies have no "flush" call, so the only signal that a handler has finished a piece of
 //! output is that its body stops having frames ready. With the default [`FlushPolicy::OnStall`],
 //! [`GzipBody`] compresses every frame the inner body has ready, and when the inner body returns
-//! `Pending` (or ends) it sync-flushes the compressor and hands out the bytes: the client can decode
+//! `Pending` (or ends) it flushes the compressor and hands out the bytes: the client can decode
 //! everything the handler produced before it paused. Frames produced back to back share one flush,
 //! so a body written in tiny pieces compresses like one written at once.
 //! [`FlushPolicy::EveryFrame`] flushes after each data frame instead.
