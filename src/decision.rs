@@ -10,6 +10,7 @@ use http::{HeaderMap, HeaderValue, Method, Request, StatusCode};
 use crate::config::Config;
 use crate::control::OverrideMode;
 use crate::negotiate::{negotiate, Encoding};
+use crate::outcome::RequestLine;
 use crate::predicate::RequestHead;
 use crate::Outcome;
 
@@ -20,6 +21,8 @@ pub(crate) struct RequestFacts {
     pub(crate) is_head: bool,
     /// Captured only when predicates that look at the request need it.
     pub(crate) head: Option<RequestHead>,
+    /// Captured only when per-response stats are reported.
+    pub(crate) line: Option<RequestLine>,
 }
 
 impl RequestFacts {
@@ -29,6 +32,12 @@ impl RequestFacts {
             is_head: request.method() == Method::HEAD,
             head: (!config.request_predicates.is_empty())
                 .then(|| RequestHead::from_request(request)),
+            line: (config.on_response_end.is_some() || cfg!(feature = "tracing")).then(|| {
+                RequestLine {
+                    method: request.method().clone(),
+                    uri: request.uri().clone(),
+                }
+            }),
         }
     }
 }

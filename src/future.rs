@@ -105,6 +105,8 @@ where
         );
         let compressing = permit.is_some();
         let observer = Observer::new(
+            request.line.as_ref(),
+            head.status,
             outcome,
             compressing,
             request.is_head || length.is_end_stream,

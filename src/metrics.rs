@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::outcome::{Outcome, ResponseStats};
+use crate::outcome::{Outcome, RequestLine, ResponseStats};
 
 /// Counters of what one or more layers did, readable at any time from any thread (plain atomic
 /// loads, no locks), for a metrics exporter.
@@ -172,6 +172,8 @@ pub(crate) struct Observer {
 impl Observer {
     /// `None` when nobody would see what it records.
     pub(crate) fn new(
+        request: Option<&RequestLine>,
+        status: http::StatusCode,
         outcome: Outcome,
         compressing: bool,
         already_complete: bool,
@@ -188,7 +190,7 @@ impl Observer {
                 m.counters.live_streams.fetch_add(1, ORDER);
             }
         }
-        let mut stats = ResponseStats::new(outcome);
+        let mut stats = ResponseStats::new(request.cloned().unwrap_or_default(), status, outcome);
         // A HEAD response, or a body that says it has ended, has nothing left to send: it is
         // complete as soon as it exists, even if the server never polls it.
         stats.completed = already_complete;
@@ -280,6 +282,9 @@ impl Drop for Observer {
         #[cfg(feature = "tracing")]
         tracing::debug!(
             target: "tower_gzip",
+            method = %self.stats.method,
+            uri = %self.stats.uri,
+            status = self.stats.status.as_u16(),
             outcome = self.stats.outcome.as_str(),
             bytes_in = self.stats.bytes_in,
             bytes_out = self.stats.bytes_out,

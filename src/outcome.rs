@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use http::{Method, StatusCode, Uri};
+
 /// What the layer decided for one response, with the reason when it did not compress.
 ///
 /// Read it from the response body with [`GzipBody::outcome`](crate::GzipBody::outcome), from the
@@ -120,10 +122,18 @@ impl std::fmt::Display for Outcome {
     }
 }
 
+/// The request line captured for [`ResponseStats`] (only when someone reads it).
+#[derive(Clone, Debug, Default)]
+pub(crate) struct RequestLine {
+    pub(crate) method: Method,
+    pub(crate) uri: Uri,
+}
+
 /// What compression did for one response, given to the
 /// [`on_response_end`](crate::GzipLayer::on_response_end) callback once, when the body ends, fails
 /// or is dropped.
 ///
+/// It says which request it was for (method, URI, status), so an access log needs nothing else.
 /// Byte counts are of the body frames this layer handed out: `bytes_in` is what the handler's body
 /// produced, `bytes_out` what went towards the client (equal for responses not compressed).
 ///
@@ -132,15 +142,23 @@ impl std::fmt::Display for Outcome {
 ///
 /// let layer = GzipLayer::new().on_response_end(|stats: &ResponseStats| {
 ///     // An access-log field like nginx's `$gzip_ratio`.
-///     if let Some(ratio) = stats.ratio() {
-///         println!("outcome={} ratio={ratio:.2}", stats.outcome);
-///     }
+///     let ratio = stats.ratio().map_or("-".to_owned(), |r| format!("{r:.2}"));
+///     println!(
+///         "{} {} {} gzip_ratio={ratio} outcome={}",
+///         stats.method, stats.uri, stats.status.as_u16(), stats.outcome
+///     );
 /// });
 /// # let _ = layer;
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ResponseStats {
+    /// The request's method.
+    pub method: Method,
+    /// The request's target, as the layer saw it (after any routing that ran outside it).
+    pub uri: Uri,
+    /// The response's status, as the handler set it.
+    pub status: StatusCode,
     /// The decision and its reason.
     pub outcome: Outcome,
     /// Body bytes produced by the handler and handed to this layer.
@@ -161,8 +179,11 @@ pub struct ResponseStats {
 }
 
 impl ResponseStats {
-    pub(crate) fn new(outcome: Outcome) -> Self {
+    pub(crate) fn new(request: RequestLine, status: StatusCode, outcome: Outcome) -> Self {
         Self {
+            method: request.method,
+            uri: request.uri,
+            status,
             outcome,
             bytes_in: 0,
             bytes_out: 0,

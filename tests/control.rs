@@ -435,6 +435,9 @@ async fn stats_and_metrics_match_the_bytes_on_the_wire() {
                 panic!("{path} {ae:?}: {} reports", stats.len());
             };
             assert!(stats.completed, "{path}: {stats:?}");
+            assert_eq!(stats.method, Method::GET);
+            assert_eq!(stats.uri.path(), path);
+            assert_eq!(stats.status, StatusCode::OK);
             assert_eq!(stats.bytes_in, JSON_LEN as u64, "{path}");
             assert_eq!(stats.bytes_out, wire.body.len() as u64, "{path}: {stats:?}");
             let gzip = wire.values("content-encoding") == [b"gzip"];

@@ -95,4 +95,7 @@ fn a_decision_event_and_an_end_event_with_the_figures() {
     assert_eq!(field(1, "bytes_in"), text.len().to_string());
     assert_eq!(field(1, "bytes_out"), compressed.len().to_string());
     assert_eq!(field(1, "completed"), "true");
+    assert_eq!(field(1, "method"), "GET");
+    assert_eq!(field(1, "uri"), "/");
+    assert_eq!(field(1, "status"), "200");
 }
