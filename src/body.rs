@@ -25,7 +25,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::budget::StreamPermit;
-use crate::codec::{EncoderSettings, GzipEncoder};
+use crate::codec::{self, EncoderSettings, GzipEncoder};
 use crate::idle_timer;
 use crate::metrics::Observer;
 use crate::{BoxError, CompressError, FlushPolicy, Outcome};
@@ -523,6 +523,15 @@ impl Compressor {
                 // An empty data frame is not the end of the body (tower-http #722); it is skipped.
                 Ok(mut data) => {
                     self.input = data.copy_to_bytes(data.remaining());
+                    // The whole body in its first frame (a `Full` body, a rendered page): one
+                    // deflate call, within this poll's budget.
+                    if self.encoder.is_none()
+                        && !self.input.is_empty()
+                        && self.input.len() <= budget
+                        && inner.is_end_stream()
+                    {
+                        return self.compress_whole(obs);
+                    }
                     if !self.input.is_empty() {
                         self.end_idle();
                     }
@@ -690,6 +699,23 @@ impl Compressor {
         self.encoder = None;
         let frame = (!self.output.is_empty()).then(|| self.take_frame(obs));
         Poll::Ready(Step::Failed(frame, error))
+    }
+
+    /// The inner body is complete in `self.input`: compress it to one gzip member in one go.
+    fn compress_whole(&mut self, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
+        let input = std::mem::take(&mut self.input);
+        let started = obs.as_ref().and_then(|obs| obs.start());
+        let compressed = codec::compress_whole(self.settings, &input);
+        let compressed = match compressed {
+            Ok(compressed) => Bytes::from(compressed),
+            Err(e) => return Poll::Ready(Step::Failed(None, e.into())),
+        };
+        if let Some(obs) = obs {
+            obs.stop(started);
+            obs.input(input.len(), true);
+            obs.output(compressed.len(), true);
+        }
+        Poll::Ready(Step::Last(Frame::data(compressed), None))
     }
 
     /// The inner body ended: close the gzip member and drop the deflate state.

@@ -125,29 +125,59 @@ impl EncoderSettings {
     }
 
     /// Appends the gzip header: 10 bytes, plus the padding field when padding is on.
-    fn write_header(&self, out: &mut BytesMut) {
+    fn write_header(&self, out: &mut impl BufMut) {
         let max = self.padding();
         if max == 0 {
-            out.extend_from_slice(&HEADER_PREFIX);
-            out.extend_from_slice(&[self.xfl(), 0xff]); // OS 255: unknown
+            out.put_slice(&HEADER_PREFIX);
+            out.put_slice(&[self.xfl(), 0xff]); // OS 255: unknown
             return;
         }
         self.write_padded_header(random_up_to(max), out);
     }
 
     /// Appends a header whose extra field holds `len` bytes of padding (`len <= MAX_PADDING`).
-    fn write_padded_header(&self, len: u16, out: &mut BytesMut) {
+    fn write_padded_header(&self, len: u16, out: &mut impl BufMut) {
         debug_assert!(len <= MAX_PADDING);
-        out.reserve(16 + usize::from(len));
         let mut prefix = HEADER_PREFIX;
         prefix[3] = FEXTRA;
-        out.extend_from_slice(&prefix);
-        out.extend_from_slice(&[self.xfl(), 0xff]);
-        out.extend_from_slice(&(4 + len).to_le_bytes()); // XLEN: the one subfield
-        out.extend_from_slice(&PADDING_SUBFIELD_ID);
-        out.extend_from_slice(&len.to_le_bytes()); // LEN
+        out.put_slice(&prefix);
+        out.put_slice(&[self.xfl(), 0xff]);
+        out.put_slice(&(4 + len).to_le_bytes()); // XLEN: the one subfield
+        out.put_slice(&PADDING_SUBFIELD_ID);
+        out.put_slice(&len.to_le_bytes()); // LEN
         out.put_bytes(0, usize::from(len));
     }
+
+    /// The most bytes a header can take with these settings.
+    fn max_header_len(&self) -> usize {
+        match self.padding() {
+            0 => 10,
+            max => 16 + usize::from(max),
+        }
+    }
+}
+
+/// Compresses a whole body that is complete in one piece into one gzip member, in one deflate call
+/// into one buffer: no staging, no remembered window (the body ends here, so it never hibernates),
+/// no scratch copy, and one allocation for the output, sized from the input.
+pub(crate) fn compress_whole(settings: EncoderSettings, input: &[u8]) -> Result<Vec<u8>, CompressError> {
+    // deflate's worst case (stored blocks) is the input plus a few bytes per 16 KiB block; zlib's
+    // deflateBound adds 1/8 + 1/64 for levels with lazy matching, which this covers too.
+    let bound = input.len() + input.len() / 8 + input.len() / 64 + 64;
+    let mut out = Vec::with_capacity(settings.max_header_len() + bound + 8);
+    settings.write_header(&mut out);
+    let mut compress = new_deflate(Compression::new(settings.level()), settings.window_bits());
+    loop {
+        let consumed = compress.total_in() as usize;
+        match compress.compress_vec(&input[consumed..], &mut out, FlushCompress::Finish)? {
+            Status::StreamEnd => break,
+            // Only if the bound above were too small: make room and go on.
+            Status::Ok | Status::BufError => out.reserve(input.len() / 4 + 64),
+        }
+    }
+    out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
+    out.extend_from_slice(&(input.len() as u32).to_le_bytes());
+    Ok(out)
 }
 
 /// A number uniform in `0..=max`, drawn afresh for every call, unpredictable without the key.
@@ -734,6 +764,31 @@ mod tests {
         enc.flush(&mut out).unwrap();
         assert!(!enc.hibernate(&mut out).unwrap());
         assert!(!enc.is_hibernating());
+    }
+
+    #[test]
+    fn compress_whole_is_one_complete_member_in_one_allocation() {
+        for (len, settings) in [
+            (1, level(6)),
+            (100, level(6)),
+            (1500, level(9)),
+            (150, level(0)),
+            (100, padded(64)),
+        ] {
+            let input = json(len);
+            let out = compress_whole(settings, &input).unwrap();
+            assert_eq!(gunzip(&out), input, "{len} bytes, {settings:?}");
+            // Sized once from the input: the buffer never had to grow.
+            let n = input.len();
+            let bound = settings.max_header_len() + n + n / 8 + n / 64 + 64 + 8;
+            assert!(out.capacity() <= bound, "{len}: grew to {}", out.capacity());
+        }
+        // Incompressible input (stored blocks) fits the bound too.
+        let noise: Vec<u8> = (0..70_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        let out = compress_whole(level(6), &noise).unwrap();
+        assert_eq!(gunzip(&out), noise);
     }
 
     #[test]

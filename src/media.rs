@@ -100,7 +100,7 @@ impl MediaTypeFilter {
         let Some(media_type) = content_type.and_then(media_type) else {
             return false;
         };
-        let matches = |pattern: &Cow<'static, str>| pattern_matches(pattern, &media_type);
+        let matches = |pattern: &Cow<'static, str>| pattern_matches(pattern, media_type);
         self.skip.iter().any(matches) && !self.compress.iter().any(matches)
     }
 }
@@ -114,17 +114,30 @@ fn normalize(pattern: Cow<'static, str>) -> Cow<'static, str> {
     }
 }
 
-/// The lowercased `type/subtype` of a `Content-Type` value, or `None` if it has none.
+/// The `type/subtype` of a `Content-Type` value as written (any case), or `None` if it has none.
 ///
 /// Only the part before the first `;` is parsed: parameters are ignored, so neither malformed
 /// parameters (`text/event-stream;charset`) nor non-ASCII bytes in them (`name="café.png"`, valid
-/// obs-text in a header) can hide the media type.
-pub(crate) fn media_type(value: &HeaderValue) -> Option<String> {
+/// obs-text in a header) can hide the media type. Type and subtype must be RFC 9110 tokens.
+/// Borrowed, never allocated: this runs for every response.
+pub(crate) fn media_type(value: &HeaderValue) -> Option<&str> {
     let essence = value.as_bytes().split(|&b| b == b';').next()?.trim_ascii();
-    let mime: mime::Mime = std::str::from_utf8(essence).ok()?.parse().ok()?;
-    Some(mime.essence_str().to_ascii_lowercase())
+    let slash = essence.iter().position(|&b| b == b'/')?;
+    let (type_, subtype) = (&essence[..slash], &essence[slash + 1..]);
+    let is_token = |part: &[u8]| !part.is_empty() && part.iter().all(|&b| is_tchar(b));
+    if !is_token(type_) || !is_token(subtype) {
+        return None;
+    }
+    // Tokens are ASCII, so this cannot fail.
+    std::str::from_utf8(essence).ok()
 }
 
+/// RFC 9110 §5.6.2 `tchar`.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `pattern` (lowercase, from [`normalize`]) matches `media_type` (any case).
 fn pattern_matches(pattern: &str, media_type: &str) -> bool {
     let Some((p_type, p_subtype)) = pattern.split_once('/') else {
         return false;
@@ -132,16 +145,20 @@ fn pattern_matches(pattern: &str, media_type: &str) -> bool {
     let Some((m_type, m_subtype)) = media_type.split_once('/') else {
         return false;
     };
-    if p_type != "*" && p_type != m_type {
+    if p_type != "*" && !p_type.eq_ignore_ascii_case(m_type) {
         return false;
     }
     match p_subtype {
         "*" => true,
         _ => match p_subtype.strip_suffix("+*") {
-            Some(base) => m_subtype
-                .strip_prefix(base)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('+')),
-            None => p_subtype == m_subtype,
+            Some(base) => {
+                m_subtype.len() >= base.len()
+                    && m_subtype.is_char_boundary(base.len())
+                    && m_subtype[..base.len()].eq_ignore_ascii_case(base)
+                    && (m_subtype.len() == base.len()
+                        || m_subtype.as_bytes()[base.len()] == b'+')
+            }
+            None => p_subtype.eq_ignore_ascii_case(m_subtype),
         },
     }
 }
