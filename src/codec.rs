@@ -160,7 +160,10 @@ impl EncoderSettings {
 /// Compresses a whole body that is complete in one piece into one gzip member, in one deflate call
 /// into one buffer: no staging, no remembered window (the body ends here, so it never hibernates),
 /// no scratch copy, and one allocation for the output, sized from the input.
-pub(crate) fn compress_whole(settings: EncoderSettings, input: &[u8]) -> Result<Vec<u8>, CompressError> {
+pub(crate) fn compress_whole(
+    settings: EncoderSettings,
+    input: &[u8],
+) -> Result<Vec<u8>, CompressError> {
     // deflate's worst case (stored blocks) is the input plus a few bytes per 16 KiB block; zlib's
     // deflateBound adds 1/8 + 1/64 for levels with lazy matching, which this covers too.
     let bound = input.len() + input.len() / 8 + input.len() / 64 + 64;
@@ -318,6 +321,10 @@ impl GzipEncoder {
                 }
                 self.aligned = true;
             }
+            // The state is about to go: its last use is to pack the window for the sleep.
+            if let Some(history) = &mut self.history {
+                history.pack(&mut deflater.compress);
+            }
         }
         Ok(true)
     }
@@ -354,12 +361,19 @@ impl GzipEncoder {
 
 /// The last `capacity` bytes of input, in a ring allocated once, at its full size, on the first
 /// write: a busy stream holds exactly one window of history, never a growing buffer.
+///
+/// While the stream hibernates the window is kept packed: deflated (level 1) into a buffer of
+/// just its compressed size, a few KiB for typical JSON or SSE text instead of the whole window,
+/// and inflated again when the stream wakes, byte for byte, so the new deflate state is primed
+/// exactly as it would have been.
 struct Window {
     buf: Box<[u8]>,
     capacity: usize,
     /// Where the next byte goes (the oldest byte, once the ring is full).
     head: usize,
     len: usize,
+    /// The `len` remembered bytes, oldest first, as a raw deflate stream, while `buf` is empty.
+    packed: Option<Box<[u8]>>,
 }
 
 impl Window {
@@ -369,10 +383,15 @@ impl Window {
             capacity,
             head: 0,
             len: 0,
+            packed: None,
         }
     }
 
     fn remember(&mut self, input: &[u8]) {
+        if input.is_empty() {
+            return;
+        }
+        self.unpack();
         if self.buf.is_empty() {
             self.buf = vec![0; self.capacity].into_boxed_slice();
         }
@@ -388,6 +407,10 @@ impl Window {
     /// The remembered bytes, oldest first, as one slice (rotates the ring in place; rare: only
     /// when a hibernated stream wakes).
     fn contiguous(&mut self) -> &[u8] {
+        self.unpack();
+        if self.buf.is_empty() {
+            return &[];
+        }
         if self.len == self.capacity {
             self.buf.rotate_left(self.head);
             self.head = 0;
@@ -395,6 +418,76 @@ impl Window {
         } else {
             &self.buf[..self.len]
         }
+    }
+}
+
+impl Window {
+    /// Packs the window with `compress`, a deflate state that is no longer needed (it is reset
+    /// and reused, so packing allocates only the packed bytes). Keeps the window as it is if
+    /// packing would not save memory or fails.
+    #[cfg(feature = "zlib-rs")]
+    fn pack(&mut self, compress: &mut Compress) {
+        if self.packed.is_some() || self.len == 0 {
+            return;
+        }
+        compress.reset();
+        if compress.set_level(Compression::fast()).is_err() {
+            return;
+        }
+        let len = self.len;
+        let mut packed = Vec::with_capacity(len / 2 + 64);
+        let data = self.contiguous();
+        loop {
+            let consumed = compress.total_in() as usize;
+            match compress.compress_vec(&data[consumed..], &mut packed, FlushCompress::Finish) {
+                Ok(Status::StreamEnd) => break,
+                // Not worth it once the packed window nears the window's own size.
+                Ok(_) if packed.capacity() < len * 3 / 4 => packed.reserve(len / 4),
+                _ => return,
+            }
+        }
+        self.packed = Some(packed.into_boxed_slice());
+        self.buf = Box::default();
+        self.head = 0;
+    }
+
+    /// Without `set_dictionary` (miniz_oxide), a new state cannot be primed: the window would
+    /// never be used again, so it is dropped.
+    #[cfg(not(feature = "zlib-rs"))]
+    fn pack(&mut self, _compress: &mut Compress) {
+        self.buf = Box::default();
+        self.head = 0;
+        self.len = 0;
+    }
+
+    /// Inflates a packed window back into the ring. A packed window that does not inflate to its
+    /// length (it always does) is dropped: the stream goes on unprimed, correct but larger.
+    fn unpack(&mut self) {
+        let Some(packed) = self.packed.take() else {
+            return;
+        };
+        let mut buf = vec![0; self.capacity].into_boxed_slice();
+        let mut inflate = flate2::Decompress::new(false);
+        let inflated = inflate.decompress(
+            &packed,
+            &mut buf[..self.len],
+            flate2::FlushDecompress::Finish,
+        );
+        if matches!(inflated, Ok(flate2::Status::StreamEnd))
+            && inflate.total_out() as usize == self.len
+        {
+            self.buf = buf;
+            self.head = self.len % self.capacity;
+        } else {
+            self.len = 0;
+            self.head = 0;
+        }
+    }
+
+    /// Heap bytes held by the window right now.
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.buf.len() + self.packed.as_ref().map_or(0, |p| p.len())
     }
 }
 
@@ -816,6 +909,55 @@ mod tests {
             model.extend_from_slice(&input);
             let keep = model.len().saturating_sub(7);
             assert_eq!(ring.contiguous(), &model[keep..], "after write {i}");
+        }
+    }
+
+    #[cfg(feature = "zlib-rs")]
+    #[test]
+    fn a_packed_window_unpacks_byte_for_byte_and_holds_a_fraction_of_it() {
+        let events: Vec<u8> = (0..2000)
+            .flat_map(|i| {
+                format!(
+                    "data: {{\"choices\":[{{\"delta\":{{\"content\":\" tok{}\"}}}}]}}\n\n",
+                    i % 29
+                )
+                .into_bytes()
+            })
+            .collect();
+        // Partly filled, exactly full, and wrapped (head in the middle) rings.
+        for (capacity, fill) in [(32768, 1000), (32768, 32768), (32768, 50_001), (512, 777)] {
+            let mut window = Window::new(capacity);
+            window.remember(&events[..fill.min(events.len())]);
+            if fill > events.len() {
+                window.remember(&events[..fill - events.len()]);
+            }
+            let expected = window.contiguous().to_vec();
+            // Rotate the ring again so packing starts from a wrapped head.
+            window.remember(&expected[..expected.len().min(7)]);
+            let expected = window.contiguous().to_vec();
+            let mut compress = new_deflate(Compression::new(6), 15);
+            compress
+                .compress_vec(
+                    b"some earlier stream",
+                    &mut Vec::with_capacity(64),
+                    FlushCompress::Sync,
+                )
+                .unwrap();
+            window.pack(&mut compress);
+            assert!(window.buf.is_empty(), "{capacity}/{fill}: still unpacked");
+            assert!(
+                window.held() * 4 < expected.len().max(256),
+                "{capacity}/{fill}: packed {} of {}",
+                window.held(),
+                expected.len()
+            );
+            assert_eq!(window.contiguous(), &expected[..], "{capacity}/{fill}");
+            // Remembering goes on from where it was.
+            window.remember(b"next");
+            let mut model = expected.clone();
+            model.extend_from_slice(b"next");
+            let keep = model.len().saturating_sub(capacity);
+            assert_eq!(window.contiguous(), &model[keep..]);
         }
     }
 
