@@ -66,6 +66,17 @@ fn respond(
             );
             collect(call(&mut svc, request(true)).into_body())
         }
+        // For profiling (`--run chunks7 off N`): 1 MiB of JSON as 7-byte ready frames.
+        "chunks7" => {
+            let json = json.clone();
+            let mut svc = ours(
+                layer,
+                handler("application/json", move || {
+                    common::Chunked::new(json.clone(), 7)
+                }),
+            );
+            collect(call(&mut svc, request(true)).into_body())
+        }
         "small" => {
             let small = small.clone();
             let mut svc = ours(

@@ -35,7 +35,7 @@ use crate::{BoxError, CompressError, FlushPolicy, Outcome};
 /// A poll therefore does a bounded amount of deflate work however large the inner frame is: a
 /// 16 MB chunk is compressed over many polls instead of holding an executor thread for the whole
 /// chunk ([measured](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#longest-poll)).
-pub(crate) const POLL_INPUT_BUDGET: usize = 64 * 1024;
+pub(crate) const POLL_INPUT_BUDGET: usize = 32 * 1024;
 
 /// Inner frames handled per `poll_frame` call before control goes back to the caller, so a body
 /// that is always ready with empty (or unknown) frames cannot hold the executor.
@@ -493,17 +493,9 @@ impl Compressor {
                 let n = self.input.len().min(budget);
                 let slice = self.input.split_to(n);
                 budget -= n;
-                if let Err(e) = self.write(&slice, obs) {
-                    return Poll::Ready(Step::Failed(None, e.into()));
-                }
-                if self.input.is_empty() && self.flush == FlushPolicy::EveryFrame {
-                    if let Err(e) = self.flush(obs) {
-                        return Poll::Ready(Step::Failed(None, e.into()));
-                    }
-                    return Poll::Ready(Step::Frame(self.take_frame(obs)));
-                }
-                if self.output.len() >= FRAME_TARGET {
-                    return Poll::Ready(Step::Frame(self.take_frame(obs)));
+                let frame_done = self.input.is_empty();
+                if let Some(step) = self.compress_piece(&slice, frame_done, obs) {
+                    return Poll::Ready(step);
                 }
                 continue;
             }
@@ -522,19 +514,27 @@ impl Compressor {
             match frame.into_data() {
                 // An empty data frame is not the end of the body (tower-http #722); it is skipped.
                 Ok(mut data) => {
-                    self.input = data.copy_to_bytes(data.remaining());
+                    let len = data.remaining();
+                    if len == 0 {
+                        continue;
+                    }
                     // The whole body in its first frame (a `Full` body, a rendered page): one
                     // deflate call, within this poll's budget.
-                    if self.encoder.is_none()
-                        && !self.input.is_empty()
-                        && self.input.len() <= budget
-                        && inner.is_end_stream()
-                    {
+                    if self.encoder.is_none() && len <= budget && inner.is_end_stream() {
+                        self.input = data.copy_to_bytes(len);
                         return self.compress_whole(obs);
                     }
-                    if !self.input.is_empty() {
-                        self.end_idle();
+                    self.end_idle();
+                    // A frame that fits this poll's budget is compressed straight from the
+                    // frame; only a larger one is kept to be compressed a slice at a time.
+                    if len <= budget && data.chunk().len() == len {
+                        budget -= len;
+                        if let Some(step) = self.compress_piece(data.chunk(), true, obs) {
+                            return Poll::Ready(step);
+                        }
+                        continue;
                     }
+                    self.input = data.copy_to_bytes(len);
                 }
                 Err(frame) => match frame.into_trailers() {
                     // Trailers are the last frame a body yields (http-body's contract).
@@ -544,6 +544,30 @@ impl Compressor {
                 },
             }
         }
+    }
+
+    /// Compresses one piece of an inner frame (`frame_done`: its last piece); returns a step when
+    /// there is a frame to hand out: after each inner frame with `EveryFrame`, or when enough
+    /// output has built up.
+    fn compress_piece(
+        &mut self,
+        piece: &[u8],
+        frame_done: bool,
+        obs: &mut Option<Box<Observer>>,
+    ) -> Option<Step> {
+        if let Err(e) = self.write(piece, obs) {
+            return Some(Step::Failed(None, e.into()));
+        }
+        if frame_done && self.flush == FlushPolicy::EveryFrame {
+            if let Err(e) = self.flush(obs) {
+                return Some(Step::Failed(None, e.into()));
+            }
+            return Some(Step::Frame(self.take_frame(obs)));
+        }
+        if self.output.len() >= FRAME_TARGET {
+            return Some(Step::Frame(self.take_frame(obs)));
+        }
+        None
     }
 
     /// Compresses `input`, creating the deflate state on first use (or on waking).

@@ -203,24 +203,44 @@ pub(crate) struct GzipEncoder {
     settings: EncoderSettings,
     /// `None` while hibernating.
     deflater: Option<Deflater>,
-    crc: crc32fast::Hasher,
-    /// Input length modulo 2^32: gzip's ISIZE field is defined that way (RFC 1952 §2.3.1).
-    input_len: u32,
+    /// What deflate has been given so far.
+    tally: Tally,
     /// The header goes out with the first write, so an encoder that is never fed costs no bytes.
     header_written: bool,
     /// Input has been written since the last flush.
     dirty: bool,
-    /// The last window's worth of input, when hibernation is enabled.
-    history: Option<Window>,
     /// The deflate stream ends on a byte boundary (after a sync flush, or before any output):
     /// only then can a new deflate state continue it.
     aligned: bool,
 }
 
+/// The input as deflate has seen it: the gzip trailer's CRC and length, and the window that primes
+/// a new deflate state. Counted when bytes are handed to deflate, a staged block at a time, not
+/// per write: a stream written 7 bytes at a time pays for one CRC update and one window copy per
+/// 4 KiB block instead of one per write.
+struct Tally {
+    crc: crc32fast::Hasher,
+    /// Input length modulo 2^32: gzip's ISIZE field is defined that way (RFC 1952 §2.3.1).
+    input_len: u32,
+    /// The last window's worth of input, when hibernation is enabled.
+    history: Option<Window>,
+}
+
+impl Tally {
+    fn consume(&mut self, input: &[u8]) {
+        self.crc.update(input);
+        self.input_len = self.input_len.wrapping_add(input.len() as u32);
+        if let Some(history) = &mut self.history {
+            history.remember(input);
+        }
+    }
+}
+
 /// The deflate state and its buffers: everything hibernation drops.
 struct Deflater {
     compress: Compress,
-    /// Small writes not yet given to deflate (counted in `crc` and `input_len` already).
+    /// Small writes not yet given to deflate (nor counted in the [`Tally`]). Always empty after a
+    /// flush, so hibernation never drops input.
     staged: Vec<u8>,
     scratch: Box<[u8]>,
 }
@@ -231,13 +251,15 @@ impl GzipEncoder {
         Self {
             settings,
             deflater: Some(Deflater::new(settings, &[])),
-            crc: crc32fast::Hasher::new(),
-            input_len: 0,
+            tally: Tally {
+                crc: crc32fast::Hasher::new(),
+                input_len: 0,
+                history: settings
+                    .can_hibernate
+                    .then(|| Window::new(1 << settings.window_bits())),
+            },
             header_written: false,
             dirty: false,
-            history: settings
-                .can_hibernate
-                .then(|| Window::new(1 << settings.window_bits())),
             aligned: true,
         }
     }
@@ -250,19 +272,14 @@ impl GzipEncoder {
             return Ok(());
         }
         self.write_header_once(out);
-        self.crc.update(input);
-        self.input_len = self.input_len.wrapping_add(input.len() as u32);
         self.dirty = true;
-        // Wake before remembering: the dictionary is the input that came before this write.
+        // Waking: the dictionary is all the input so far (a hibernating stream has none staged).
         if self.deflater.is_none() {
             let deflater = Deflater::new(self.settings, self.dictionary());
             self.deflater = Some(deflater);
         }
-        if let Some(history) = &mut self.history {
-            history.remember(input);
-        }
         match &mut self.deflater {
-            Some(deflater) => deflater.write(input, out),
+            Some(deflater) => deflater.write(input, &mut self.tally, out),
             None => Err(CompressError::stalled()), // created just above
         }
     }
@@ -280,7 +297,7 @@ impl GzipEncoder {
             return Ok(());
         }
         if let Some(deflater) = &mut self.deflater {
-            deflater.flush(FlushCompress::Partial, out)?;
+            deflater.flush(FlushCompress::Partial, &mut self.tally, out)?;
             self.aligned = false;
         }
         self.dirty = false;
@@ -291,14 +308,14 @@ impl GzipEncoder {
     pub(crate) fn finish(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
         self.write_header_once(out);
         match &mut self.deflater {
-            Some(deflater) => deflater.finish(out)?,
+            Some(deflater) => deflater.finish(&mut self.tally, out)?,
             // Hibernating means flushed and byte-aligned: a final empty block ends the stream.
             None => out.extend_from_slice(&FINAL_EMPTY_BLOCK),
         }
         self.deflater = None;
-        self.history = None;
-        out.extend_from_slice(&self.crc.clone().finalize().to_le_bytes());
-        out.extend_from_slice(&self.input_len.to_le_bytes());
+        self.tally.history = None;
+        out.extend_from_slice(&self.tally.crc.clone().finalize().to_le_bytes());
+        out.extend_from_slice(&self.tally.input_len.to_le_bytes());
         self.dirty = false;
         Ok(())
     }
@@ -310,19 +327,19 @@ impl GzipEncoder {
     /// already does, an empty stored block (a sync flush, about 5 bytes) is appended to `out`
     /// first; those bytes must reach the client like any others.
     pub(crate) fn hibernate(&mut self, out: &mut BytesMut) -> Result<bool, CompressError> {
-        if self.dirty || self.history.is_none() {
+        if self.dirty || self.tally.history.is_none() {
             return Ok(self.is_hibernating());
         }
         if let Some(mut deflater) = self.deflater.take() {
             if !self.aligned {
-                if let Err(e) = deflater.flush(FlushCompress::Sync, out) {
+                if let Err(e) = deflater.flush(FlushCompress::Sync, &mut self.tally, out) {
                     self.deflater = Some(deflater);
                     return Err(e);
                 }
                 self.aligned = true;
             }
             // The state is about to go: its last use is to pack the window for the sleep.
-            if let Some(history) = &mut self.history {
+            if let Some(history) = &mut self.tally.history {
                 history.pack(&mut deflater.compress);
             }
         }
@@ -348,7 +365,7 @@ impl GzipEncoder {
 
     /// The input a new deflate state is primed with: the last window's worth written so far.
     fn dictionary(&mut self) -> &[u8] {
-        self.history.as_mut().map_or(&[], Window::contiguous)
+        self.tally.history.as_mut().map_or(&[], Window::contiguous)
     }
 
     fn write_header_once(&mut self, out: &mut BytesMut) {
@@ -504,7 +521,12 @@ impl Deflater {
         }
     }
 
-    fn write(&mut self, input: &[u8], out: &mut BytesMut) -> Result<(), CompressError> {
+    fn write(
+        &mut self,
+        input: &[u8],
+        tally: &mut Tally,
+        out: &mut BytesMut,
+    ) -> Result<(), CompressError> {
         if self.staged.len() + input.len() < STAGE_LEN {
             if self.staged.capacity() == 0 {
                 self.staged.reserve_exact(STAGE_LEN);
@@ -512,20 +534,26 @@ impl Deflater {
             self.staged.extend_from_slice(input);
             return Ok(());
         }
-        self.deflate_staged(out)?;
+        self.deflate_staged(tally, out)?;
         if input.len() < STAGE_LEN {
             self.staged.extend_from_slice(input);
             return Ok(());
         }
+        tally.consume(input);
         self.deflate(input, out)
     }
 
     /// Hands the staged bytes to deflate.
-    fn deflate_staged(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
+    fn deflate_staged(
+        &mut self,
+        tally: &mut Tally,
+        out: &mut BytesMut,
+    ) -> Result<(), CompressError> {
         if self.staged.is_empty() {
             return Ok(());
         }
         let staged = std::mem::take(&mut self.staged);
+        tally.consume(&staged);
         let result = self.deflate(&staged, out);
         self.staged = staged;
         self.staged.clear();
@@ -544,8 +572,13 @@ impl Deflater {
         Ok(())
     }
 
-    fn flush(&mut self, mode: FlushCompress, out: &mut BytesMut) -> Result<(), CompressError> {
-        self.deflate_staged(out)?;
+    fn flush(
+        &mut self,
+        mode: FlushCompress,
+        tally: &mut Tally,
+        out: &mut BytesMut,
+    ) -> Result<(), CompressError> {
+        self.deflate_staged(tally, out)?;
         // zlib's contract: the flush is complete once a call leaves output space unused.
         loop {
             let (_, produced) = self.run(&[], mode, out)?;
@@ -555,8 +588,8 @@ impl Deflater {
         }
     }
 
-    fn finish(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
-        self.deflate_staged(out)?;
+    fn finish(&mut self, tally: &mut Tally, out: &mut BytesMut) -> Result<(), CompressError> {
+        self.deflate_staged(tally, out)?;
         loop {
             let before = self.compress.total_out();
             let status = self
@@ -620,7 +653,7 @@ impl std::fmt::Debug for GzipEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GzipEncoder")
             .field("settings", &self.settings)
-            .field("input_len", &self.input_len)
+            .field("input_len", &self.tally.input_len)
             .field("hibernating", &self.is_hibernating())
             .field("dirty", &self.dirty)
             .finish_non_exhaustive()
