@@ -559,7 +559,7 @@ impl Compressor {
             return Some(Step::Failed(None, e.into()));
         }
         if frame_done && self.flush == FlushPolicy::EveryFrame {
-            if let Err(e) = self.flush(obs) {
+            if let Err(e) = self.flush(false, obs) {
                 return Some(Step::Failed(None, e.into()));
             }
             return Some(Step::Frame(self.take_frame(obs)));
@@ -595,16 +595,16 @@ impl Compressor {
     }
 
     /// Flushes the compressor (a partial flush), if it has unflushed input.
-    fn flush(&mut self, obs: &mut Option<Box<Observer>>) -> Result<(), CompressError> {
+    fn flush(&mut self, align: bool, obs: &mut Option<Box<Observer>>) -> Result<(), CompressError> {
         let Some(encoder) = &mut self.encoder else {
             return Ok(());
         };
         let Some(obs) = obs else {
-            return encoder.flush(&mut self.output);
+            return encoder.flush(align, &mut self.output);
         };
         let before = self.output.len();
         let started = obs.start();
-        let flushed = encoder.flush(&mut self.output);
+        let flushed = encoder.flush(align, &mut self.output);
         obs.stop(started);
         // A flush with input behind it always emits at least the sync marker.
         if self.output.len() > before {
@@ -616,7 +616,10 @@ impl Compressor {
     /// The inner body stalled: make everything so far decodable, hand it out, then wait.
     fn stall(&mut self, cx: &mut Context<'_>, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
         if self.flush == FlushPolicy::OnStall {
-            if let Err(e) = self.flush(obs) {
+            // A stream that goes to sleep right after this flush needs a byte-aligned end: a
+            // sync flush gives both at once.
+            let align = self.sleeps_at_this_stall();
+            if let Err(e) = self.flush(align, obs) {
                 return Poll::Ready(Step::Failed(None, e.into()));
             }
         }
@@ -639,6 +642,18 @@ impl Compressor {
             Some(frame) => Poll::Ready(Step::Frame(frame)),
             None => Poll::Pending,
         }
+    }
+
+    /// Whether [`hibernate_if_idle`](Self::hibernate_if_idle) will hibernate at this stall (asked
+    /// before the flush, so the flush can also align the stream).
+    fn sleeps_at_this_stall(&self) -> bool {
+        let (Some(after), Some(encoder)) = (self.hibernate_after, &self.encoder) else {
+            return false;
+        };
+        let idle_long = self
+            .idle_since
+            .map_or(after.is_zero(), |since| since.elapsed() >= after);
+        !encoder.is_hibernating() && (self.woke_from_idle || idle_long)
     }
 
     /// New data arrived: the stream is no longer idle. Remembers whether it had been idle long.
@@ -717,7 +732,7 @@ impl Compressor {
     /// The inner body failed: flush what was compressed so it is decodable, hand it out, then the
     /// error. No gzip trailer is written, so the stream stays visibly truncated.
     fn fail(&mut self, error: BoxError, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
-        if let Err(e) = self.flush(obs) {
+        if let Err(e) = self.flush(false, obs) {
             return Poll::Ready(Step::Failed(None, e.into()));
         }
         self.encoder = None;

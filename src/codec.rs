@@ -291,14 +291,23 @@ impl GzipEncoder {
     /// its `00 00 ff ff` (about 4 bytes more per flush, which is most of a token event's cost).
     /// The stream is then not byte-aligned; [`hibernate`](Self::hibernate) aligns it first.
     ///
+    /// With `align`, a sync flush instead, which also byte-aligns the stream: cheaper than a
+    /// partial flush followed by [`hibernate`](Self::hibernate)'s alignment, for a stream about
+    /// to hibernate.
+    ///
     /// Does nothing (and emits nothing) if no input arrived since the previous flush.
-    pub(crate) fn flush(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
+    pub(crate) fn flush(&mut self, align: bool, out: &mut BytesMut) -> Result<(), CompressError> {
         if !self.dirty {
             return Ok(());
         }
         if let Some(deflater) = &mut self.deflater {
-            deflater.flush(FlushCompress::Partial, &mut self.tally, out)?;
-            self.aligned = false;
+            let mode = if align {
+                FlushCompress::Sync
+            } else {
+                FlushCompress::Partial
+            };
+            deflater.flush(mode, &mut self.tally, out)?;
+            self.aligned = align;
         }
         self.dirty = false;
         Ok(())
@@ -723,7 +732,7 @@ mod tests {
         for i in 0..50 {
             let line = format!("data: token {i}\n\n");
             enc.write(line.as_bytes(), &mut out).unwrap();
-            enc.flush(&mut out).unwrap();
+            enc.flush(false, &mut out).unwrap();
             sent.extend_from_slice(line.as_bytes());
             // A partial flush: no empty stored block, no `00 00 ff ff` marker.
             assert!(!out.ends_with(&[0, 0, 0xff, 0xff]), "sync flush marker");
@@ -737,16 +746,16 @@ mod tests {
     fn repeated_flush_emits_at_most_one_flush_block() {
         let mut enc = GzipEncoder::new(level(6));
         let mut out = BytesMut::new();
-        enc.flush(&mut out).unwrap();
+        enc.flush(false, &mut out).unwrap();
         assert!(
             out.is_empty(),
             "flush with no input emits nothing, not even the header"
         );
         enc.write(b"hello", &mut out).unwrap();
-        enc.flush(&mut out).unwrap();
+        enc.flush(false, &mut out).unwrap();
         let after_first = out.len();
-        enc.flush(&mut out).unwrap();
-        enc.flush(&mut out).unwrap();
+        enc.flush(false, &mut out).unwrap();
+        enc.flush(false, &mut out).unwrap();
         assert_eq!(out.len(), after_first);
     }
 
@@ -778,7 +787,7 @@ mod tests {
             let mut enc = GzipEncoder::new(self::tests::level(level));
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
-            enc.flush(&mut out).unwrap();
+            enc.flush(false, &mut out).unwrap();
             enc.write(&input[..1000], &mut out).unwrap();
             enc.finish(&mut out).unwrap();
             let mut expected = input.clone();
@@ -799,7 +808,7 @@ mod tests {
             });
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
-            enc.flush(&mut out).unwrap();
+            enc.flush(false, &mut out).unwrap();
             enc.write(&input, &mut out).unwrap();
             enc.finish(&mut out).unwrap();
             assert_eq!(
@@ -847,7 +856,7 @@ mod tests {
         for i in 0..40 {
             let event = sse_event(i);
             enc.write(event.as_bytes(), &mut out).unwrap();
-            enc.flush(&mut out).unwrap();
+            enc.flush(false, &mut out).unwrap();
             sent.extend_from_slice(event.as_bytes());
             assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
             if i % 3 != 0 {
@@ -864,7 +873,7 @@ mod tests {
         let mut enc = GzipEncoder::new(level(6));
         let mut out = BytesMut::new();
         enc.write(b"hello", &mut out).unwrap();
-        enc.flush(&mut out).unwrap();
+        enc.flush(false, &mut out).unwrap();
         assert!(enc.hibernate(&mut out).unwrap());
         enc.finish(&mut out).unwrap();
         assert_eq!(gunzip(&out), b"hello");
@@ -879,7 +888,7 @@ mod tests {
             !enc.hibernate(&mut out).unwrap(),
             "unflushed input lives in the deflate state"
         );
-        enc.flush(&mut out).unwrap();
+        enc.flush(false, &mut out).unwrap();
         assert!(enc.hibernate(&mut out).unwrap());
 
         let mut enc = GzipEncoder::new(EncoderSettings {
@@ -887,7 +896,7 @@ mod tests {
             ..EncoderSettings::default()
         });
         enc.write(b"hello", &mut out).unwrap();
-        enc.flush(&mut out).unwrap();
+        enc.flush(false, &mut out).unwrap();
         assert!(!enc.hibernate(&mut out).unwrap());
         assert!(!enc.is_hibernating());
     }
@@ -1010,7 +1019,7 @@ mod tests {
         let mut sent = Vec::new();
         for (i, event) in events.iter().enumerate() {
             enc.write(event.as_bytes(), &mut out).unwrap();
-            enc.flush(&mut out).unwrap();
+            enc.flush(false, &mut out).unwrap();
             sent.extend_from_slice(event.as_bytes());
             assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
         }
@@ -1096,7 +1105,7 @@ mod tests {
         for i in 0..30 {
             let event = sse_event(i);
             enc.write(event.as_bytes(), &mut out).unwrap();
-            enc.flush(&mut out).unwrap();
+            enc.flush(false, &mut out).unwrap();
             sent.extend_from_slice(event.as_bytes());
             assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
             if i % 2 == 0 {
@@ -1193,7 +1202,7 @@ mod tests {
             for i in 0..60 {
                 let before = out.len();
                 enc.write(sse_event(i).as_bytes(), &mut out).unwrap();
-                enc.flush(&mut out).unwrap();
+                enc.flush(false, &mut out).unwrap();
                 if i >= 10 {
                     *size += out.len() - before;
                 }
