@@ -537,9 +537,8 @@ impl Deflater {
         out: &mut BytesMut,
     ) -> Result<(), CompressError> {
         if self.staged.len() + input.len() < STAGE_LEN {
-            if self.staged.capacity() == 0 {
-                self.staged.reserve_exact(STAGE_LEN);
-            }
+            // Grown on demand (at most to STAGE_LEN): a token stream flushed after every event
+            // stages one event at a time and keeps a buffer of about that size, not 4 KiB.
             self.staged.extend_from_slice(input);
             return Ok(());
         }
