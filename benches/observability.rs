@@ -37,6 +37,8 @@ fn layer(variant: &str, metrics: &GzipMetrics, sink: &Arc<AtomicU64>) -> GzipLay
     let layer = GzipLayer::new().compress_sse(true);
     match variant {
         "off" => layer,
+        // For `--run` only: the idle timer's cost is what "off" pays over this.
+        "never_hibernate" => layer.never_hibernate(),
         "metrics" => layer.metrics(metrics.clone()),
         _ => {
             let sink = sink.clone();

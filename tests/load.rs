@@ -1121,6 +1121,153 @@ fn disconnects_release_streams_and_memory() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// 2b. A burst, then silence
+// ---------------------------------------------------------------------------------------------
+
+/// One client of `/burst`: reads and checks the burst's `events` events (flate2 decoding), says
+/// so on `ready`, then holds the stream open, silent, until `release`.
+async fn burst_client(
+    addr: SocketAddr,
+    s: u64,
+    events: u32,
+    ready: mpsc::Sender<Result<(), String>>,
+    mut release: watch::Receiver<bool>,
+) {
+    let mut conn = connect(addr).await;
+    let result = async {
+        let response = send(
+            &mut conn,
+            get(addr, &format!("/burst?s={s}&n={events}"), true),
+        )
+        .await?;
+        check_gzip_head(&response, "text/event-stream")?;
+        let mut body = response.into_body();
+        let mut reader = EventReader::new();
+        let mut seen = 0u32;
+        while seen < events {
+            let frame = match timeout(WAIT, body.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(other) => return Err(format!("stream {s}: ended early: {other:?}")),
+                Err(_) => return Err(format!("stream {s}: burst event {seen} never arrived")),
+            };
+            if let Ok(data) = frame.into_data() {
+                for event in reader.push(&data)? {
+                    check_event(&event, s, seen)?;
+                    seen += 1;
+                }
+            }
+        }
+        Ok(body)
+    }
+    .await;
+    match result {
+        Ok(body) => {
+            let _ = ready.send(Ok(())).await;
+            // Silent: nothing more comes, and the client keeps the stream open.
+            let _ = release.wait_for(|go| *go).await;
+            drop(body);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e)).await;
+        }
+    }
+}
+
+/// Issue 11, "idle means idle": every stream that sends a burst and then goes silent, with
+/// nothing polling it but the server's connection task, hibernates on its own (the idle timer
+/// wakes its task), so the server's memory per stream falls to the idle size within about
+/// `hibernate_after`, without another event.
+#[test]
+fn burst_then_silence_hibernates_every_stream_without_another_event() {
+    let _lock = load_lock();
+    let clients = if full_mode() { 10_000u64 } else { 1_000 };
+    let events = 50;
+    let never = std::env::var_os("TOWER_GZIP_LOAD_NEVER_HIBERNATE").is_some();
+    let server = ServerProcess::spawn(
+        "burst_then_silence_hibernates_every_stream_without_another_event",
+        clients,
+        &[],
+    );
+    let addr = server.addr;
+    let started = Instant::now();
+    let server_ref = &server;
+    runtime().block_on(async move {
+        let server = server_ref;
+        fetch_text(addr, "/trim").await;
+        let base = Stats::fetch(addr).await;
+        let base_rss = server.rss_kib();
+        let (ready_tx, mut ready_rx) = mpsc::channel(clients as usize);
+        let (release_tx, release_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        for s in 0..clients {
+            tasks.spawn(burst_client(addr, s, events, ready_tx.clone(), release_rx.clone()));
+        }
+        for _ in 0..clients {
+            let ready = timeout(long_wait(), ready_rx.recv())
+                .await
+                .expect("every burst in time")
+                .unwrap();
+            ready.expect("burst client");
+        }
+        let busy = Stats::fetch(addr).await;
+        let busy_rss = server.rss_kib();
+        let silence_started = Instant::now();
+        let slept = if never {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Stats::fetch(addr).await
+        } else {
+            // Nothing is sent. A hang limit only detects failure.
+            wait_for_stats(addr, long_wait(), "every silent stream to hibernate", |s| {
+                s.num("hibernated") == clients as i64
+            })
+            .await
+        };
+        let slept_after = silence_started.elapsed();
+        fetch_text(addr, "/trim").await;
+        let slept = Stats::fetch(addr).await;
+        let slept_rss = server.rss_kib();
+        assert_eq!(slept.num("live_streams"), clients as i64, "the streams are still open");
+
+        let n = clients as f64;
+        let per = |heap: i64| (heap - base.num("heap")) as f64 / n / 1024.0;
+        let per_rss = |rss: u64| (rss as f64 - base_rss as f64) / n;
+        eprintln!(
+            "\nBurst then silence [{}{}]: {clients} gzip SSE clients, {events} events back to back, \
+             then silence with the streams held open\n\
+             - all hibernated {:.1?} into the silence (hibernate_after 1 s): {} of {clients}\n\
+             - server live heap per stream: {:.1} KiB after the burst -> {:.1} KiB silent\n\
+             - server RSS per stream: {:.1} KiB after the burst -> {:.1} KiB silent (after \
+               malloc_trim(0))\n\
+             - wall time {:.1?}",
+            mode_name(),
+            if never { ", never_hibernate" } else { "" },
+            slept_after,
+            slept.num("hibernated"),
+            per(busy.num("heap")),
+            per(slept.num("heap")),
+            per_rss(busy_rss),
+            per_rss(slept_rss),
+            started.elapsed(),
+        );
+        release_tx.send_replace(true);
+        while let Some(result) = tasks.join_next().await {
+            result.expect("client task panicked");
+        }
+        let after = wait_for_stats(addr, WAIT, "every stream to be released", |s| {
+            s.num("live_streams") == 0 && s.num("bodies") == 0
+        })
+        .await;
+        assert_eq!(after.num("hibernated"), 0, "the gauge is given back");
+        assert_eq!(after.num("task_panics") + after.num("hook_panics"), 0);
+    });
+    assert!(
+        server.stderr().trim().is_empty(),
+        "server stderr: {}",
+        server.stderr()
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
 // 3. Slow readers
 // ---------------------------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `/sse?s=ID&n=N&ms=T&gate=G` | `text/event-stream`: N events, one every T ms; event 0 at once (after `/go0` if G=2), event 1 after `/go` if G>=1 |
 //! | `/endless?s=ID&ms=T` | the same, without end |
+//! | `/burst?s=ID&n=N` | `text/event-stream`: N events back to back, then silence without end |
 //! | `/firehose?s=ID` | `application/x-ndjson`, 16 KiB chunks as fast as the body is polled, without end |
 //! | `/stats` | counters, one `key=value` per word |
 //! | `/go0`, `/go` | open the gates |
@@ -40,7 +41,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::sync::{mpsc, watch};
 use tower::{service_fn, ServiceBuilder};
-use tower_gzip::GzipLayer;
+use tower_gzip::{GzipLayer, GzipMetrics};
 
 use super::{event_text, firehose_chunk, heap_bytes, now_micros, FIREHOSE_FAST_ID};
 
@@ -58,6 +59,8 @@ static ERROR_KINDS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
 static GATE0: OnceLock<watch::Sender<bool>> = OnceLock::new();
 /// Opened by `/go`: events 1.. of `gate=1` and `gate=2` streams.
 static GATE: OnceLock<watch::Sender<bool>> = OnceLock::new();
+/// The layer's counters (for `hibernated=` in `/stats`).
+static METRICS: OnceLock<GzipMetrics> = OnceLock::new();
 
 async fn wait_gate(gate: &OnceLock<watch::Sender<bool>>) {
     let mut gate = gate.get().expect("gates set up").subscribe();
@@ -167,9 +170,11 @@ fn stats(layer: &GzipLayer) -> String {
         .map(|(kind, n)| format!("{n}x{kind}"))
         .collect();
     format!(
-        "live_streams={} bodies={} heap={} events={} produced_slow={} produced_fast={} \
-         conns_open={} conns_ok={} conns_err={} task_panics={} hook_panics={} errors={}",
+        "live_streams={} hibernated={} bodies={} heap={} events={} produced_slow={} \
+         produced_fast={} conns_open={} conns_ok={} conns_err={} task_panics={} hook_panics={} \
+         errors={}",
         layer.live_streams(),
+        METRICS.get().map_or(0, |m| m.hibernated_streams()),
         LIVE_BODIES.load(Ordering::SeqCst),
         heap_bytes(),
         EVENTS_SENT.load(Ordering::Relaxed),
@@ -206,6 +211,25 @@ fn respond(layer: &GzipLayer, req: Request<Incoming>) -> Response<ResBody> {
             sse(events(stream, Some(total), interval, gates))
         }
         "/endless" => sse(events(stream, None, interval, 0)),
+        "/burst" => {
+            let total = query(&req, "n").unwrap_or(50) as u32;
+            let burst = futures_util::stream::iter((0..total).map(move |i| {
+                EVENTS_SENT.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, Infallible>(Frame::data(Bytes::from(event_text(
+                    stream,
+                    i,
+                    now_micros(),
+                ))))
+            }));
+            let guard = BodyGuard::new();
+            // Silence: the body stays open and never produces again (a chat answer, then an idle
+            // connection; a notification channel after its snapshot).
+            let silence = futures_util::stream::pending().map(move |item| {
+                let _ = &guard;
+                item
+            });
+            sse(BodyExt::boxed(StreamBody::new(burst.chain(silence))))
+        }
         "/firehose" => Response::builder()
             .header("content-type", "application/x-ndjson")
             .body(BodyExt::boxed(Firehose {
@@ -270,7 +294,9 @@ pub(crate) fn run() -> ! {
     GATE.get_or_init(|| watch::channel(false).0);
 
     let env_u64 = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
-    let mut layer = GzipLayer::new().compress_sse(true);
+    let mut layer = GzipLayer::new()
+        .compress_sse(true)
+        .metrics(METRICS.get_or_init(GzipMetrics::new).clone());
     if let Some(level) = env_u64("TOWER_GZIP_LOAD_LEVEL") {
         layer = layer.level(level as u32);
     }
