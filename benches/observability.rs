@@ -202,6 +202,29 @@ fn run_only(inputs: &Inputs, args: &[String]) {
     let shape = args[0].as_str();
     let variant = args[1].as_str();
     let n: usize = args[2].parse().expect("N");
+    // References for the small shape, counted the same way: tower-http's layer, no layer, and a
+    // raw deflate (a new state, one call) on the same bytes.
+    if shape == "small" && ["tower_http", "no_layer", "raw"].contains(&variant) {
+        for _ in 0..n {
+            let small = inputs.small.clone();
+            let make = move || Full::new(small.clone());
+            let out = match variant {
+                "tower_http" => collect(
+                    call(
+                        &mut common::tower_http(6, handler("application/json", make)),
+                        request(true),
+                    )
+                    .into_body(),
+                ),
+                "no_layer" => {
+                    collect(call(&mut handler("application/json", make), request(true)).into_body())
+                }
+                _ => common::flate2_gzip(&inputs.small, 6),
+            };
+            black_box(out);
+        }
+        return;
+    }
     let metrics = GzipMetrics::new();
     let sink = Arc::new(AtomicU64::new(0));
     let layer = layer(variant, &metrics, &sink);

@@ -16,6 +16,7 @@
 
 use std::fmt;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -25,7 +26,7 @@ use http_body::{Body, Frame, SizeHint};
 use pin_project_lite::pin_project;
 
 use crate::budget::StreamPermit;
-use crate::codec::{self, EncoderSettings, GzipEncoder};
+use crate::codec::{self, EncoderSettings, GzipEncoder, StatePool};
 use crate::idle_timer;
 use crate::metrics::Observer;
 use crate::{BoxError, CompressError, FlushPolicy, Outcome};
@@ -114,6 +115,8 @@ struct Compressor {
     timer_armed_for: Option<Instant>,
     /// Counts this response among the layer's live streams until the compressor is dropped.
     _permit: StreamPermit,
+    /// Reset deflate states shared by the layer's responses.
+    pool: Option<Arc<StatePool>>,
     /// The part of the current inner data frame not compressed yet.
     input: Bytes,
     /// Compressed bytes not yielded yet.
@@ -152,6 +155,7 @@ impl<B> GzipBody<B> {
         flush: FlushPolicy,
         hibernate_after: Option<Duration>,
         permit: StreamPermit,
+        pool: Option<Arc<StatePool>>,
         observer: Option<Box<Observer>>,
     ) -> Self {
         Self {
@@ -174,6 +178,7 @@ impl<B> GzipBody<B> {
                 woke_from_idle: false,
                 timer_armed_for: None,
                 _permit: permit,
+                pool,
                 input: Bytes::new(),
                 output: BytesMut::new(),
             })),
@@ -577,9 +582,10 @@ impl Compressor {
         obs: &mut Option<Box<Observer>>,
     ) -> Result<(), CompressError> {
         let settings = self.settings;
+        let pool = self.pool.clone();
         let encoder = self
             .encoder
-            .get_or_insert_with(|| GzipEncoder::new(settings));
+            .get_or_insert_with(|| GzipEncoder::new(settings, pool));
         let Some(obs) = obs else {
             return encoder.write(input, &mut self.output);
         };
@@ -744,7 +750,7 @@ impl Compressor {
     fn compress_whole(&mut self, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
         let input = std::mem::take(&mut self.input);
         let started = obs.as_ref().and_then(|obs| obs.start());
-        let compressed = codec::compress_whole(self.settings, &input);
+        let compressed = codec::compress_whole(self.settings, self.pool.as_deref(), &input);
         let compressed = match compressed {
             Ok(compressed) => Bytes::from(compressed),
             Err(e) => return Poll::Ready(Step::Failed(None, e.into())),

@@ -31,7 +31,7 @@
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::{BufMut, BytesMut};
 use flate2::{Compress, Compression, FlushCompress, Status};
@@ -162,6 +162,7 @@ impl EncoderSettings {
 /// no scratch copy, and one allocation for the output, sized from the input.
 pub(crate) fn compress_whole(
     settings: EncoderSettings,
+    pool: Option<&StatePool>,
     input: &[u8],
 ) -> Result<Vec<u8>, CompressError> {
     // deflate's worst case (stored blocks) is the input plus a few bytes per 16 KiB block; zlib's
@@ -169,7 +170,7 @@ pub(crate) fn compress_whole(
     let bound = input.len() + input.len() / 8 + input.len() / 64 + 64;
     let mut out = Vec::with_capacity(settings.max_header_len() + bound + 8);
     settings.write_header(&mut out);
-    let mut compress = new_deflate(Compression::new(settings.level()), settings.window_bits());
+    let mut compress = deflate_state(settings, pool);
     loop {
         let consumed = compress.total_in() as usize;
         match compress.compress_vec(&input[consumed..], &mut out, FlushCompress::Finish)? {
@@ -178,9 +179,88 @@ pub(crate) fn compress_whole(
             Status::Ok | Status::BufError => out.reserve(input.len() / 4 + 64),
         }
     }
+    if let Some(pool) = pool {
+        pool.give(settings, compress);
+    }
     out.extend_from_slice(&crc32fast::hash(input).to_le_bytes());
     out.extend_from_slice(&(input.len() as u32).to_le_bytes());
     Ok(out)
+}
+
+/// Reset deflate states kept for reuse. Allocating and zeroing a new state (several hundred KiB)
+/// is most of what a small response costs; resetting a used one clears only its hash table.
+/// Bounded: at most `max_idle` states wait here; more are freed. States are kept with their level
+/// and only handed out for the same level and window.
+pub(crate) struct StatePool {
+    idle: Mutex<Vec<(u32, Compress)>>,
+    max_idle: usize,
+    window_bits: u8,
+}
+
+impl StatePool {
+    pub(crate) fn new(max_idle: usize, window_bits: u8) -> Self {
+        Self {
+            idle: Mutex::new(Vec::new()),
+            max_idle,
+            window_bits,
+        }
+    }
+
+    /// How many reset states are waiting to be reused.
+    pub(crate) fn idle(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u32, Compress)>> {
+        // The vector stays consistent even if a holder panicked: take it.
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn take(&self, settings: EncoderSettings) -> Option<Compress> {
+        if settings.window_bits() != self.window_bits {
+            return None;
+        }
+        let mut idle = self.lock();
+        let i = idle
+            .iter()
+            .position(|(level, _)| *level == settings.level())?;
+        Some(idle.swap_remove(i).1)
+    }
+
+    /// Takes back a state that is no longer needed. It is reset here, by the response that is
+    /// done with it, not by the next one.
+    fn give(&self, settings: EncoderSettings, mut state: Compress) {
+        if settings.window_bits() != self.window_bits || self.max_idle == 0 {
+            return;
+        }
+        if self.lock().len() >= self.max_idle {
+            return;
+        }
+        state.reset();
+        #[cfg(feature = "zlib-rs")]
+        if state.set_level(Compression::new(settings.level())).is_err() {
+            return; // (a reset state always accepts it)
+        }
+        let mut idle = self.lock();
+        if idle.len() < self.max_idle {
+            idle.push((settings.level(), state));
+        }
+    }
+}
+
+impl std::fmt::Debug for StatePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StatePool")
+            .field("idle", &self.idle())
+            .field("max_idle", &self.max_idle)
+            .finish()
+    }
+}
+
+/// A deflate state for `settings`: a reset one from `pool` if it has one, else a new one.
+fn deflate_state(settings: EncoderSettings, pool: Option<&StatePool>) -> Compress {
+    pool.and_then(|pool| pool.take(settings))
+        .unwrap_or_else(|| new_deflate(Compression::new(settings.level()), settings.window_bits()))
 }
 
 /// A number uniform in `0..=max`, drawn afresh for every call, unpredictable without the key.
@@ -203,6 +283,7 @@ pub(crate) struct GzipEncoder {
     settings: EncoderSettings,
     /// `None` while hibernating.
     deflater: Option<Deflater>,
+    pool: Option<Arc<StatePool>>,
     /// What deflate has been given so far.
     tally: Tally,
     /// The header goes out with the first write, so an encoder that is never fed costs no bytes.
@@ -247,10 +328,13 @@ struct Deflater {
 
 impl GzipEncoder {
     /// Creates an encoder. Out-of-range settings are clamped (level to 9, window bits to 9..=15).
-    pub(crate) fn new(settings: EncoderSettings) -> Self {
+    /// Deflate states come from `pool` when it has one, and go back to it when the encoder is
+    /// done with them (at the end, and when it hibernates).
+    pub(crate) fn new(settings: EncoderSettings, pool: Option<Arc<StatePool>>) -> Self {
         Self {
             settings,
-            deflater: Some(Deflater::new(settings, &[])),
+            deflater: Some(Deflater::new(settings, pool.as_deref(), &[])),
+            pool,
             tally: Tally {
                 crc: crc32fast::Hasher::new(),
                 input_len: 0,
@@ -275,7 +359,8 @@ impl GzipEncoder {
         self.dirty = true;
         // Waking: the dictionary is all the input so far (a hibernating stream has none staged).
         if self.deflater.is_none() {
-            let deflater = Deflater::new(self.settings, self.dictionary());
+            let pool = self.pool.clone();
+            let deflater = Deflater::new(self.settings, pool.as_deref(), self.dictionary());
             self.deflater = Some(deflater);
         }
         match &mut self.deflater {
@@ -321,7 +406,9 @@ impl GzipEncoder {
             // Hibernating means flushed and byte-aligned: a final empty block ends the stream.
             None => out.extend_from_slice(&FINAL_EMPTY_BLOCK),
         }
-        self.deflater = None;
+        if let (Some(deflater), Some(pool)) = (self.deflater.take(), &self.pool) {
+            pool.give(self.settings, deflater.compress);
+        }
         self.tally.history = None;
         out.extend_from_slice(&self.tally.crc.clone().finalize().to_le_bytes());
         out.extend_from_slice(&self.tally.input_len.to_le_bytes());
@@ -350,6 +437,9 @@ impl GzipEncoder {
             // The state is about to go: its last use is to pack the window for the sleep.
             if let Some(history) = &mut self.tally.history {
                 history.pack(&mut deflater.compress);
+            }
+            if let Some(pool) = &self.pool {
+                pool.give(self.settings, deflater.compress);
             }
         }
         Ok(true)
@@ -518,8 +608,8 @@ impl Window {
 }
 
 impl Deflater {
-    fn new(settings: EncoderSettings, dictionary: &[u8]) -> Self {
-        let mut compress = new_deflate(Compression::new(settings.level()), settings.window_bits());
+    fn new(settings: EncoderSettings, pool: Option<&StatePool>, dictionary: &[u8]) -> Self {
+        let mut compress = deflate_state(settings, pool);
         if !dictionary.is_empty() {
             prime(&mut compress, dictionary);
         }
@@ -669,6 +759,13 @@ impl std::fmt::Debug for GzipEncoder {
 }
 
 #[cfg(test)]
+impl GzipEncoder {
+    fn new_unpooled(settings: EncoderSettings) -> Self {
+        Self::new(settings, None)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
@@ -706,7 +803,7 @@ mod tests {
     #[test]
     fn round_trip_through_gz_decoder() {
         let input = json(2000);
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         enc.write(&input, &mut out).unwrap();
         enc.finish(&mut out).unwrap();
@@ -716,7 +813,7 @@ mod tests {
 
     #[test]
     fn empty_input_finishes_to_a_valid_member() {
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         enc.finish(&mut out).unwrap();
         assert_eq!(gunzip(&out), b"");
@@ -725,7 +822,7 @@ mod tests {
 
     #[test]
     fn flush_makes_everything_so_far_decodable() {
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         let mut sent = Vec::new();
         for i in 0..50 {
@@ -743,7 +840,7 @@ mod tests {
 
     #[test]
     fn repeated_flush_emits_at_most_one_flush_block() {
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         enc.flush(false, &mut out).unwrap();
         assert!(
@@ -761,7 +858,7 @@ mod tests {
     #[test]
     fn one_byte_writes_round_trip() {
         let input = json(100);
-        let mut enc = GzipEncoder::new(level(1));
+        let mut enc = GzipEncoder::new_unpooled(level(1));
         let mut out = BytesMut::new();
         for b in &input {
             enc.write(std::slice::from_ref(b), &mut out).unwrap();
@@ -783,7 +880,7 @@ mod tests {
             })
             .collect();
         for level in [0, 1, 6, 9] {
-            let mut enc = GzipEncoder::new(self::tests::level(level));
+            let mut enc = GzipEncoder::new_unpooled(self::tests::level(level));
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
             enc.flush(false, &mut out).unwrap();
@@ -799,7 +896,7 @@ mod tests {
     fn every_window_size_round_trips() {
         let input = json(3000);
         for window_bits in [0, 9, 10, 12, 15, 200] {
-            let mut enc = GzipEncoder::new(EncoderSettings {
+            let mut enc = GzipEncoder::new_unpooled(EncoderSettings {
                 level: 6,
                 window_bits,
                 can_hibernate: false,
@@ -821,7 +918,7 @@ mod tests {
     #[test]
     fn header_is_deterministic_and_records_level() {
         for (level, xfl) in [(1, 4), (6, 0), (9, 2), (42, 2)] {
-            let mut enc = GzipEncoder::new(self::tests::level(level));
+            let mut enc = GzipEncoder::new_unpooled(self::tests::level(level));
             let mut out = BytesMut::new();
             enc.write(b"x", &mut out).unwrap();
             enc.finish(&mut out).unwrap();
@@ -832,7 +929,7 @@ mod tests {
     #[test]
     fn trailer_holds_crc_and_length() {
         let input = b"The quick brown fox jumps over the lazy dog";
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         enc.write(input, &mut out).unwrap();
         enc.finish(&mut out).unwrap();
@@ -849,7 +946,7 @@ mod tests {
 
     #[test]
     fn hibernating_between_flushes_round_trips() {
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         let mut sent = Vec::new();
         for i in 0..40 {
@@ -869,7 +966,7 @@ mod tests {
 
     #[test]
     fn finishing_while_hibernating_writes_a_valid_end() {
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         enc.write(b"hello", &mut out).unwrap();
         enc.flush(false, &mut out).unwrap();
@@ -880,7 +977,7 @@ mod tests {
 
     #[test]
     fn hibernate_refuses_unflushed_input_and_disabled_history() {
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         enc.write(b"hello", &mut out).unwrap();
         assert!(
@@ -890,7 +987,7 @@ mod tests {
         enc.flush(false, &mut out).unwrap();
         assert!(enc.hibernate(&mut out).unwrap());
 
-        let mut enc = GzipEncoder::new(EncoderSettings {
+        let mut enc = GzipEncoder::new_unpooled(EncoderSettings {
             can_hibernate: false,
             ..EncoderSettings::default()
         });
@@ -910,7 +1007,7 @@ mod tests {
             (100, padded(64)),
         ] {
             let input = json(len);
-            let out = compress_whole(settings, &input).unwrap();
+            let out = compress_whole(settings, None, &input).unwrap();
             assert_eq!(gunzip(&out), input, "{len} bytes, {settings:?}");
             // Sized once from the input: the buffer never had to grow.
             let n = input.len();
@@ -921,8 +1018,47 @@ mod tests {
         let noise: Vec<u8> = (0..70_000u32)
             .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
             .collect();
-        let out = compress_whole(level(6), &noise).unwrap();
+        let out = compress_whole(level(6), None, &noise).unwrap();
         assert_eq!(gunzip(&out), noise);
+    }
+
+    #[test]
+    fn a_reused_state_gives_the_same_bytes_as_a_new_one() {
+        let pool = Arc::new(StatePool::new(2, 15));
+        let inputs: Vec<Vec<u8>> = (1..6).map(|k| json(k * 37)).collect();
+        for round in 0..3 {
+            for input in &inputs {
+                let fresh = compress_whole(level(6), None, input).unwrap();
+                let pooled = compress_whole(level(6), Some(&pool), input).unwrap();
+                assert_eq!(pooled, fresh, "round {round}");
+            }
+            // A stream, then a whole body again, sharing the pool.
+            let mut fresh = GzipEncoder::new(level(6), None);
+            let mut pooled = GzipEncoder::new(level(6), Some(pool.clone()));
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            for input in &inputs {
+                fresh.write(input, &mut a).unwrap();
+                fresh.flush(false, &mut a).unwrap();
+                pooled.write(input, &mut b).unwrap();
+                pooled.flush(false, &mut b).unwrap();
+                // Hibernating hands the state back; waking takes one from the pool.
+                assert!(fresh.hibernate(&mut a).unwrap());
+                assert!(pooled.hibernate(&mut b).unwrap());
+            }
+            fresh.finish(&mut a).unwrap();
+            pooled.finish(&mut b).unwrap();
+            assert_eq!(b, a, "round {round}");
+            assert_eq!(gunzip(&b), inputs.concat());
+        }
+        assert!(pool.idle() <= 2, "bounded: {}", pool.idle());
+        assert!(pool.idle() >= 1, "states came back");
+        // Only the same level is handed out.
+        assert!(pool.take(level(1)).is_none());
+        assert!(pool.take(level(6)).is_some());
+        // A pool of size 0 keeps nothing.
+        let none = StatePool::new(0, 15);
+        compress_whole(level(6), Some(&none), b"hello").unwrap();
+        assert_eq!(none.idle(), 0);
     }
 
     #[test]
@@ -1013,7 +1149,7 @@ mod tests {
             })
             .collect();
         // Bytes per event with partial flushes (ours) and with sync flushes (a plain deflate).
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         let mut sent = Vec::new();
         for (i, event) in events.iter().enumerate() {
@@ -1072,11 +1208,11 @@ mod tests {
     fn padding_is_an_extra_field_that_gz_decoder_skips() {
         let input = json(300);
         let mut plain = BytesMut::new();
-        let mut enc = GzipEncoder::new(level(6));
+        let mut enc = GzipEncoder::new_unpooled(level(6));
         enc.write(&input, &mut plain).unwrap();
         enc.finish(&mut plain).unwrap();
         for _ in 0..50 {
-            let mut enc = GzipEncoder::new(padded(100));
+            let mut enc = GzipEncoder::new_unpooled(padded(100));
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
             enc.finish(&mut out).unwrap();
@@ -1098,7 +1234,7 @@ mod tests {
 
     #[test]
     fn padded_stream_decodes_after_every_flush_and_across_hibernation() {
-        let mut enc = GzipEncoder::new(padded(64));
+        let mut enc = GzipEncoder::new_unpooled(padded(64));
         let mut out = BytesMut::new();
         let mut sent = Vec::new();
         for i in 0..30 {
@@ -1138,7 +1274,7 @@ mod tests {
 
     #[test]
     fn no_padding_means_no_extra_field() {
-        let mut enc = GzipEncoder::new(padded(0));
+        let mut enc = GzipEncoder::new_unpooled(padded(0));
         let mut out = BytesMut::new();
         enc.write(b"hello", &mut out).unwrap();
         enc.finish(&mut out).unwrap();
@@ -1173,7 +1309,7 @@ mod tests {
         assert_eq!(padded(u16::MAX).padding(), MAX_PADDING);
         let input = b"capped".repeat(10);
         for _ in 0..5 {
-            let mut enc = GzipEncoder::new(padded(u16::MAX));
+            let mut enc = GzipEncoder::new_unpooled(padded(u16::MAX));
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
             enc.finish(&mut out).unwrap();
@@ -1196,7 +1332,7 @@ mod tests {
         // Bytes per event after the warm-up, with and without dropping the state after each event.
         let mut sizes = [0usize; 2];
         for (hibernate, size) in [false, true].into_iter().zip(&mut sizes) {
-            let mut enc = GzipEncoder::new(level(6));
+            let mut enc = GzipEncoder::new_unpooled(level(6));
             let mut out = BytesMut::new();
             for i in 0..60 {
                 let before = out.len();

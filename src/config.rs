@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::budget::StreamCounter;
-use crate::codec::EncoderSettings;
+use crate::codec::{EncoderSettings, StatePool};
 use crate::media::MediaTypeFilter;
 use crate::metrics::{GzipMetrics, OnResponseEnd};
 use crate::predicate::{PredicatesDebug, RequestPredicate, ResponsePredicate};
@@ -55,6 +55,25 @@ pub(crate) const DEFAULT_MIN_SIZE: u64 = 256;
 /// notifications, heartbeats, long polls) shed their deflate state.
 pub(crate) const DEFAULT_HIBERNATE_AFTER: Duration = Duration::from_secs(1);
 
+/// Default number of reset deflate states a layer keeps for reuse.
+///
+/// Enough for a server's steady trickle of small responses to skip allocating and zeroing a
+/// state each time; a burst of concurrent responses beyond it allocates as usual, and the extra
+/// states are freed when they finish.
+pub(crate) const DEFAULT_MAX_IDLE_COMPRESSORS: usize = 4;
+
+impl Config {
+    /// A new pool for the current window and limit (the old one is dropped with its states).
+    pub(crate) fn renew_pool(&mut self) {
+        self.pool = (self.max_idle_compressors > 0).then(|| {
+            Arc::new(StatePool::new(
+                self.max_idle_compressors,
+                self.encoder.window_bits.clamp(9, 15),
+            ))
+        });
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct Config {
     pub(crate) encoder: EncoderSettings,
@@ -71,6 +90,9 @@ pub(crate) struct Config {
     pub(crate) hibernate_after: Option<Duration>,
     /// Shared by every clone of the config, so a layer and the services it built count together.
     pub(crate) streams: Arc<StreamCounter>,
+    /// Reset deflate states for reuse; `None` when reuse is off.
+    pub(crate) pool: Option<Arc<StatePool>>,
+    pub(crate) max_idle_compressors: usize,
 }
 
 impl Default for Config {
@@ -88,6 +110,11 @@ impl Default for Config {
             max_streams: None,
             hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
             streams: Arc::default(),
+            pool: Some(Arc::new(StatePool::new(
+                DEFAULT_MAX_IDLE_COMPRESSORS,
+                EncoderSettings::default().window_bits,
+            ))),
+            max_idle_compressors: DEFAULT_MAX_IDLE_COMPRESSORS,
         }
     }
 }
@@ -113,6 +140,7 @@ impl fmt::Debug for Config {
             .field("max_streams", &self.max_streams)
             .field("hibernate_after", &self.hibernate_after)
             .field("live_streams", &self.streams.live())
+            .field("pool", &self.pool)
             .finish()
     }
 }

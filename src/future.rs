@@ -126,6 +126,7 @@ where
                     handler.flush.unwrap_or(config.flush),
                     config.hibernate_after,
                     permit,
+                    config.pool.clone(),
                     observer,
                 )
             }

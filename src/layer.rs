@@ -75,7 +75,9 @@ impl GzipLayer {
     /// # let _ = layer;
     /// ```
     pub fn window_bits(mut self, bits: u8) -> Self {
-        self.config().encoder.window_bits = bits.clamp(9, 15);
+        let config = self.config();
+        config.encoder.window_bits = bits.clamp(9, 15);
+        config.renew_pool();
         self
     }
 
@@ -170,6 +172,39 @@ impl GzipLayer {
         config.max_streams = None;
         config.streams = Default::default();
         self
+    }
+
+    /// Keeps up to `max_idle` deflate states of finished responses (and of streams that went to
+    /// sleep), reset, for the next responses to reuse. Default: 4. `0` turns reuse off.
+    ///
+    /// Allocating and zeroing a new deflate state is most of what compressing a small response
+    /// costs; a reused one only has its hash table cleared. The price is memory: each idle state
+    /// is as large as a live one (see [`max_streams`](Self::max_streams)), held until reused or
+    /// until the layer and every service built from it are dropped.
+    /// [`idle_compressors`](Self::idle_compressors) tells how many are held. States are reused only
+    /// at the level they were made for (a [`GzipOverride`](crate::GzipOverride) level other than
+    /// the layer's allocates as usual). Each call starts a new, empty pool for the returned layer.
+    ///
+    /// ```
+    /// let layer = tower_gzip::GzipLayer::new().reuse_compressors(0); // allocate every time
+    /// assert_eq!(layer.idle_compressors(), 0);
+    /// ```
+    pub fn reuse_compressors(mut self, max_idle: usize) -> Self {
+        let config = self.config();
+        config.max_idle_compressors = max_idle;
+        config.renew_pool();
+        self
+    }
+
+    /// How many reset deflate states this layer holds for reuse right now (see
+    /// [`reuse_compressors`](Self::reuse_compressors)).
+    ///
+    /// ```
+    /// let layer = tower_gzip::GzipLayer::new();
+    /// assert_eq!(layer.idle_compressors(), 0); // none until a compressed response has finished
+    /// ```
+    pub fn idle_compressors(&self) -> usize {
+        self.config.pool.as_ref().map_or(0, |pool| pool.idle())
     }
 
     /// The number of responses being compressed right now by this layer (its clones and the

@@ -155,8 +155,7 @@ fn pattern_matches(pattern: &str, media_type: &str) -> bool {
                 m_subtype.len() >= base.len()
                     && m_subtype.is_char_boundary(base.len())
                     && m_subtype[..base.len()].eq_ignore_ascii_case(base)
-                    && (m_subtype.len() == base.len()
-                        || m_subtype.as_bytes()[base.len()] == b'+')
+                    && (m_subtype.len() == base.len() || m_subtype.as_bytes()[base.len()] == b'+')
             }
             None => p_subtype.eq_ignore_ascii_case(m_subtype),
         },

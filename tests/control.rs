@@ -621,3 +621,47 @@ async fn max_streams_starts_a_budget_and_other_builders_share_it() {
     assert_eq!(base.live_streams(), 0);
     assert_eq!(separate.live_streams(), 0);
 }
+
+#[tokio::test]
+async fn reused_compressors_give_the_same_bytes_and_stay_bounded() {
+    let respond = |layer: GzipLayer, len: usize| async move {
+        let svc = layer.layer(service_fn(move |_req: Request<()>| {
+            std::future::ready(Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(
+                json_body(len),
+            )))))
+        }));
+        let request = Request::builder()
+            .header("accept-encoding", "gzip")
+            .body(())
+            .unwrap();
+        let body = svc.oneshot(request).await.unwrap().into_body();
+        body.collect().await.unwrap().to_bytes()
+    };
+    let reusing = GzipLayer::new();
+    let allocating = GzipLayer::new().reuse_compressors(0);
+    // Sizes that take the one-call path and sizes that stream over several polls.
+    for (i, len) in [300, 5000, 40_000, 200_000, 4000, 70_000]
+        .into_iter()
+        .enumerate()
+    {
+        let a = respond(reusing.clone(), len).await;
+        let b = respond(allocating.clone(), len).await;
+        assert_eq!(a, b, "response {i} ({len} bytes)");
+        check_gzip_member(&a, &json_body(len)).unwrap();
+    }
+    // One at a time: one state goes back and forth; never more than the limit.
+    assert_eq!(reusing.idle_compressors(), 1);
+    assert_eq!(allocating.idle_compressors(), 0);
+    // Many at once: the pool keeps at most its limit (4 by default) when they all end.
+    let concurrent: Vec<_> = (0..10)
+        .map(|_| tokio::spawn(respond(reusing.clone(), 20_000)))
+        .collect();
+    for task in concurrent {
+        task.await.unwrap();
+    }
+    assert!(
+        reusing.idle_compressors() <= 4,
+        "{}",
+        reusing.idle_compressors()
+    );
+}
