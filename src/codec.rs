@@ -601,7 +601,7 @@ impl Window {
     }
 
     /// Heap bytes held by the window right now.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "zlib-rs"))]
     fn held(&self) -> usize {
         self.buf.len() + self.packed.as_ref().map_or(0, |p| p.len())
     }
