@@ -27,7 +27,7 @@ use pin_project_lite::pin_project;
 
 use crate::budget::StreamPermit;
 use crate::codec::{self, EncoderSettings, GzipEncoder, StatePool};
-use crate::idle_timer;
+use crate::idle_timer::{self, WakeSlot};
 use crate::metrics::Observer;
 use crate::{BoxError, CompressError, FlushPolicy, Outcome};
 
@@ -113,6 +113,9 @@ struct Compressor {
     /// outstanding, so a stream that stalls after every token registers about once per
     /// `hibernate_after`, not once per token.
     timer_armed_for: Option<Instant>,
+    /// The waker the idle timer wakes (it holds this only weakly): updated at every arming, so
+    /// a body that moved to another task wakes that task, and a dropped body frees its task.
+    wake_slot: Option<Arc<WakeSlot>>,
     /// Counts this response among the layer's live streams until the compressor is dropped.
     _permit: StreamPermit,
     /// Reset deflate states shared by the layer's responses.
@@ -177,6 +180,7 @@ impl<B> GzipBody<B> {
                 idle_since: None,
                 woke_from_idle: false,
                 timer_armed_for: None,
+                wake_slot: None,
                 _permit: permit,
                 pool,
                 input: Bytes::new(),
@@ -561,11 +565,11 @@ impl Compressor {
         obs: &mut Option<Box<Observer>>,
     ) -> Option<Step> {
         if let Err(e) = self.write(piece, obs) {
-            return Some(Step::Failed(None, e.into()));
+            return Some(self.broken(e, obs));
         }
         if frame_done && self.flush == FlushPolicy::EveryFrame {
             if let Err(e) = self.flush(false, obs) {
-                return Some(Step::Failed(None, e.into()));
+                return Some(self.broken(e, obs));
             }
             return Some(Step::Frame(self.take_frame(obs)));
         }
@@ -626,12 +630,12 @@ impl Compressor {
             // sync flush gives both at once.
             let align = self.sleeps_at_this_stall();
             if let Err(e) = self.flush(align, obs) {
-                return Poll::Ready(Step::Failed(None, e.into()));
+                return Poll::Ready(self.broken(e, obs));
             }
         }
         let hibernated = match self.hibernate_if_idle() {
             Ok(hibernated) => hibernated,
-            Err(e) => return Poll::Ready(Step::Failed(None, e.into())),
+            Err(e) => return Poll::Ready(self.broken(e, obs)),
         };
         if !hibernated {
             self.arm_idle_timer(cx);
@@ -707,7 +711,12 @@ impl Compressor {
         if encoder.is_hibernating() {
             return;
         }
-        let deadline = since + after;
+        // An idle time too long to be a point in time means never (`Duration::MAX` and the like).
+        let Some(deadline) = since.checked_add(after) else {
+            return;
+        };
+        let slot = self.wake_slot.get_or_insert_with(Arc::default);
+        slot.set(cx.waker());
         // A registration still pending fires no later than this deadline (deadlines only move
         // forward), and that wake-up re-arms if the stream is not idle long enough by then.
         if self
@@ -716,7 +725,7 @@ impl Compressor {
         {
             return;
         }
-        if idle_timer::wake_at(deadline, cx.waker()) {
+        if idle_timer::wake_at(deadline, slot) {
             self.timer_armed_for = Some(deadline);
         }
     }
@@ -735,11 +744,18 @@ impl Compressor {
         }
     }
 
+    /// The compressor itself failed: hand out what it had already produced, then the error.
+    fn broken(&mut self, error: CompressError, obs: &mut Option<Box<Observer>>) -> Step {
+        self.encoder = None;
+        let frame = (!self.output.is_empty()).then(|| self.take_frame(obs));
+        Step::Failed(frame, error.into())
+    }
+
     /// The inner body failed: flush what was compressed so it is decodable, hand it out, then the
     /// error. No gzip trailer is written, so the stream stays visibly truncated.
     fn fail(&mut self, error: BoxError, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
         if let Err(e) = self.flush(false, obs) {
-            return Poll::Ready(Step::Failed(None, e.into()));
+            return Poll::Ready(self.broken(e, obs));
         }
         self.encoder = None;
         let frame = (!self.output.is_empty()).then(|| self.take_frame(obs));
@@ -753,7 +769,7 @@ impl Compressor {
         let compressed = codec::compress_whole(self.settings, self.pool.as_deref(), &input);
         let compressed = match compressed {
             Ok(compressed) => Bytes::from(compressed),
-            Err(e) => return Poll::Ready(Step::Failed(None, e.into())),
+            Err(e) => return Poll::Ready(self.broken(e, obs)),
         };
         if let Some(obs) = obs {
             obs.stop(started);
@@ -777,7 +793,7 @@ impl Compressor {
                     obs.stop(started);
                 }
                 if let Err(e) = finished {
-                    return Poll::Ready(Step::Failed(None, e.into()));
+                    return Poll::Ready(self.broken(e, obs));
                 }
             }
             None => GzipEncoder::write_empty_member(self.settings, &mut self.output),

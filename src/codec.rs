@@ -189,21 +189,28 @@ pub(crate) fn compress_whole(
 
 /// Reset deflate states kept for reuse. Allocating and zeroing a new state (several hundred KiB)
 /// is most of what a small response costs; resetting a used one clears only its hash table.
-/// Bounded: at most `max_idle` states wait here; more are freed. States are kept with their level
-/// and only handed out for the same level and window.
+/// Bounded: at most `max_idle` states wait here; more are freed. Only states of the layer's own
+/// level and window are kept and handed out, so responses at another level (a handler's override)
+/// never take the slots the layer's own responses reuse.
 pub(crate) struct StatePool {
-    idle: Mutex<Vec<(u32, Compress)>>,
+    idle: Mutex<Vec<Compress>>,
     max_idle: usize,
+    level: u32,
     window_bits: u8,
 }
 
 impl StatePool {
-    pub(crate) fn new(max_idle: usize, window_bits: u8) -> Self {
+    pub(crate) fn new(max_idle: usize, settings: EncoderSettings) -> Self {
         Self {
             idle: Mutex::new(Vec::new()),
             max_idle,
-            window_bits,
+            level: settings.level(),
+            window_bits: settings.window_bits(),
         }
+    }
+
+    fn serves(&self, settings: EncoderSettings) -> bool {
+        settings.level() == self.level && settings.window_bits() == self.window_bits
     }
 
     /// How many reset states are waiting to be reused.
@@ -211,26 +218,22 @@ impl StatePool {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(u32, Compress)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Compress>> {
         // The vector stays consistent even if a holder panicked: take it.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn take(&self, settings: EncoderSettings) -> Option<Compress> {
-        if settings.window_bits() != self.window_bits {
+        if !self.serves(settings) {
             return None;
         }
-        let mut idle = self.lock();
-        let i = idle
-            .iter()
-            .position(|(level, _)| *level == settings.level())?;
-        Some(idle.swap_remove(i).1)
+        self.lock().pop()
     }
 
     /// Takes back a state that is no longer needed. It is reset here, by the response that is
     /// done with it, not by the next one.
     fn give(&self, settings: EncoderSettings, mut state: Compress) {
-        if settings.window_bits() != self.window_bits || self.max_idle == 0 {
+        if !self.serves(settings) || self.max_idle == 0 {
             return;
         }
         if self.lock().len() >= self.max_idle {
@@ -243,7 +246,7 @@ impl StatePool {
         }
         let mut idle = self.lock();
         if idle.len() < self.max_idle {
-            idle.push((settings.level(), state));
+            idle.push(state);
         }
     }
 }
@@ -338,8 +341,8 @@ impl GzipEncoder {
             tally: Tally {
                 crc: crc32fast::Hasher::new(),
                 input_len: 0,
-                history: settings
-                    .can_hibernate
+                // Without `set_dictionary` (miniz_oxide) a window could never prime anything.
+                history: (settings.can_hibernate && cfg!(feature = "zlib-rs"))
                     .then(|| Window::new(1 << settings.window_bits())),
             },
             header_written: false,
@@ -423,7 +426,7 @@ impl GzipEncoder {
     /// already does, an empty stored block (a sync flush, about 5 bytes) is appended to `out`
     /// first; those bytes must reach the client like any others.
     pub(crate) fn hibernate(&mut self, out: &mut BytesMut) -> Result<bool, CompressError> {
-        if self.dirty || self.tally.history.is_none() {
+        if self.dirty || !self.settings.can_hibernate {
             return Ok(self.is_hibernating());
         }
         if let Some(mut deflater) = self.deflater.take() {
@@ -1024,7 +1027,7 @@ mod tests {
 
     #[test]
     fn a_reused_state_gives_the_same_bytes_as_a_new_one() {
-        let pool = Arc::new(StatePool::new(2, 15));
+        let pool = Arc::new(StatePool::new(2, level(6)));
         let inputs: Vec<Vec<u8>> = (1..6).map(|k| json(k * 37)).collect();
         for round in 0..3 {
             for input in &inputs {
@@ -1056,7 +1059,7 @@ mod tests {
         assert!(pool.take(level(1)).is_none());
         assert!(pool.take(level(6)).is_some());
         // A pool of size 0 keeps nothing.
-        let none = StatePool::new(0, 15);
+        let none = StatePool::new(0, level(6));
         compress_whole(level(6), Some(&none), b"hello").unwrap();
         assert_eq!(none.idle(), 0);
     }

@@ -65,12 +65,8 @@ pub(crate) const DEFAULT_MAX_IDLE_COMPRESSORS: usize = 4;
 impl Config {
     /// A new pool for the current window and limit (the old one is dropped with its states).
     pub(crate) fn renew_pool(&mut self) {
-        self.pool = (self.max_idle_compressors > 0).then(|| {
-            Arc::new(StatePool::new(
-                self.max_idle_compressors,
-                self.encoder.window_bits.clamp(9, 15),
-            ))
-        });
+        self.pool = (self.max_idle_compressors > 0)
+            .then(|| Arc::new(StatePool::new(self.max_idle_compressors, self.encoder)));
     }
 }
 
@@ -112,7 +108,7 @@ impl Default for Config {
             streams: Arc::default(),
             pool: Some(Arc::new(StatePool::new(
                 DEFAULT_MAX_IDLE_COMPRESSORS,
-                EncoderSettings::default().window_bits,
+                EncoderSettings::default(),
             ))),
             max_idle_compressors: DEFAULT_MAX_IDLE_COMPRESSORS,
         }

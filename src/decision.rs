@@ -130,7 +130,7 @@ pub(crate) fn decide(
 /// The same for `HEAD` as for `GET`, so both get the same headers: through axum and hyper a
 /// `HEAD` response carries the body its `GET` would send (the server drops it), and a handler
 /// that answers `HEAD` with an empty body states the `GET` length in `Content-Length`.
-fn known_length(headers: &HeaderMap, body: BodyLength) -> Option<u64> {
+pub(crate) fn known_length(headers: &HeaderMap, body: BodyLength) -> Option<u64> {
     content_length(headers).or(if body.is_end_stream {
         Some(0)
     } else {

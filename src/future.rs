@@ -13,7 +13,7 @@ use pin_project_lite::pin_project;
 use crate::body::GzipBody;
 use crate::config::Config;
 use crate::decision::{
-    add_vary_accept_encoding, decide, set_gzip_headers, BodyLength, RequestFacts,
+    add_vary_accept_encoding, decide, known_length, set_gzip_headers, BodyLength, RequestFacts,
 };
 use crate::metrics::Observer;
 use crate::{BoxError, GzipOverride, Outcome};
@@ -104,15 +104,24 @@ where
             "compression decided"
         );
         let compressing = permit.is_some();
-        let observer = Observer::new(
+        // Nothing left to send: a HEAD, a body that has already ended, or a status without
+        // content (servers drop those bodies unpolled).
+        let status = head.status;
+        let no_content = status.is_informational() || matches!(status.as_u16(), 204 | 205 | 304);
+        let mut observer = Observer::new(
             request.line.as_ref(),
-            head.status,
+            status,
             outcome,
             compressing,
-            request.is_head || length.is_end_stream,
+            request.is_head || length.is_end_stream || no_content,
             config.metrics.as_ref(),
             config.on_response_end.as_ref(),
         );
+        // A body passed through with a known length is complete once that many bytes went out:
+        // servers stop polling it then, without waiting for its end.
+        if let (Some(observer), false) = (observer.as_mut(), compressing) {
+            observer.expect_len(known_length(&head.headers, length));
+        }
         let body = match (outcome, permit) {
             (Outcome::Gzip, Some(permit)) => {
                 set_gzip_headers(&mut head.headers);

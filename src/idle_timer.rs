@@ -9,21 +9,41 @@
 //!
 //! Cost: a body keeps at most one registration outstanding (see `GzipBody`), so a stream that
 //! stalls between every token registers about once per `hibernate_after`, not once per token. A
-//! registration is a mutex-protected heap push and a waker clone; a deadline that passes wakes the
-//! task once. A body dropped before its deadline leaves its entry to expire harmlessly (waking a
-//! finished task does nothing).
+//! registration is a mutex-protected heap push; a deadline that passes wakes the task once.
+//!
+//! The heap holds only a weak reference to the body's [`WakeSlot`], which holds the waker: a body
+//! dropped before its deadline releases its task at once (its entry expires empty), and a body
+//! that moved to another task updates the slot, so the right task is woken.
 
 use std::cmp::Ordering;
 use std::collections::BinaryHeap;
-use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, OnceLock, PoisonError, Weak};
 use std::task::Waker;
 use std::time::Instant;
+
+/// Where a body keeps the waker of the task that polls it, for the timer to wake.
+#[derive(Debug, Default)]
+pub(crate) struct WakeSlot(Mutex<Option<Waker>>);
+
+impl WakeSlot {
+    /// Records the waker of the task polling the body now (kept if it would wake the same task).
+    pub(crate) fn set(&self, waker: &Waker) {
+        let mut slot = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if !slot.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            *slot = Some(waker.clone());
+        }
+    }
+
+    fn take(&self) -> Option<Waker> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).take()
+    }
+}
 
 struct Entry {
     at: Instant,
     /// Breaks ties so entries with the same deadline stay distinct and ordered.
     seq: u64,
-    waker: Waker,
+    slot: Weak<WakeSlot>,
 }
 
 impl PartialEq for Entry {
@@ -75,8 +95,9 @@ fn shared() -> Option<&'static Arc<Shared>> {
         .as_ref()
 }
 
-/// Wakes `waker` at `at` (or soon after). Returns `false` if no timer thread is available.
-pub(crate) fn wake_at(at: Instant, waker: &Waker) -> bool {
+/// Wakes the waker in `slot` at `at` (or soon after), if the slot still exists then. Returns
+/// `false` if no timer thread is available.
+pub(crate) fn wake_at(at: Instant, slot: &Arc<WakeSlot>) -> bool {
     let Some(shared) = shared() else {
         return false;
     };
@@ -88,7 +109,7 @@ pub(crate) fn wake_at(at: Instant, waker: &Waker) -> bool {
     queue.heap.push(Entry {
         at,
         seq,
-        waker: waker.clone(),
+        slot: Arc::downgrade(slot),
     });
     drop(queue);
     // The thread sleeps until the earliest deadline: tell it only when that moved earlier.
@@ -105,14 +126,16 @@ fn run(shared: &Shared) {
         let now = Instant::now();
         while queue.heap.peek().is_some_and(|e| e.at <= now) {
             if let Some(entry) = queue.heap.pop() {
-                due.push(entry.waker);
+                due.push(entry.slot);
             }
         }
         if !due.is_empty() {
             // Wake outside the lock: a waker may run code that registers again.
             drop(queue);
-            for waker in due.drain(..) {
-                waker.wake();
+            for slot in due.drain(..) {
+                if let Some(waker) = slot.upgrade().and_then(|slot| slot.take()) {
+                    waker.wake();
+                }
             }
             queue = shared.queue.lock().unwrap_or_else(PoisonError::into_inner);
             continue;
@@ -159,9 +182,16 @@ mod tests {
             .iter()
             .map(|ms| start + Duration::from_millis(*ms))
             .collect();
-        for at in &deadlines {
-            assert!(wake_at(*at, &waker));
-        }
+        // One slot per registration, as four bodies would have.
+        let slots: Vec<Arc<WakeSlot>> = deadlines
+            .iter()
+            .map(|at| {
+                let slot = Arc::new(WakeSlot::default());
+                slot.set(&waker);
+                assert!(wake_at(*at, &slot));
+                slot
+            })
+            .collect();
         // Detects a hang only; the assertions below are about order and deadlines.
         let give_up = Instant::now() + Duration::from_secs(30);
         while count.0.load(AtomicOrdering::SeqCst) < deadlines.len() {
@@ -176,5 +206,19 @@ mod tests {
         }
         std::thread::sleep(Duration::from_millis(50));
         assert_eq!(count.0.load(AtomicOrdering::SeqCst), deadlines.len());
+        drop(slots);
+    }
+
+    #[test]
+    fn a_dropped_slot_releases_its_waker_at_once_and_is_never_woken() {
+        let count = Arc::new(Count(AtomicUsize::new(0), Mutex::new(Vec::new())));
+        let waker = Waker::from(count.clone());
+        let slot = Arc::new(WakeSlot::default());
+        slot.set(&waker);
+        assert!(wake_at(Instant::now() + Duration::from_millis(20), &slot));
+        drop(slot); // the body went away
+        assert_eq!(Arc::strong_count(&count), 2, "only the test's waker holds the task");
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(count.0.load(AtomicOrdering::SeqCst), 0);
     }
 }

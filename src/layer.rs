@@ -58,7 +58,9 @@ impl GzipLayer {
     /// # let _ = layer;
     /// ```
     pub fn level(mut self, level: u32) -> Self {
-        self.config().encoder.level = level.min(9);
+        let config = self.config();
+        config.encoder.level = level.min(9);
+        config.renew_pool();
         self
     }
 
@@ -181,9 +183,10 @@ impl GzipLayer {
     /// costs; a reused one only has its hash table cleared. The price is memory: each idle state
     /// is as large as a live one (see [`max_streams`](Self::max_streams)), held until reused or
     /// until the layer and every service built from it are dropped.
-    /// [`idle_compressors`](Self::idle_compressors) tells how many are held. States are reused only
-    /// at the level they were made for (a [`GzipOverride`](crate::GzipOverride) level other than
-    /// the layer's allocates as usual). Each call starts a new, empty pool for the returned layer.
+    /// [`idle_compressors`](Self::idle_compressors) tells how many are held. Only states at the
+    /// layer's own level are kept (a [`GzipOverride`](crate::GzipOverride) level other than the
+    /// layer's allocates and frees as usual). This call, [`level`](Self::level) and
+    /// [`window_bits`](Self::window_bits) start a new, empty pool for the returned layer.
     ///
     /// ```
     /// let layer = tower_gzip::GzipLayer::new().reuse_compressors(0); // allocate every time

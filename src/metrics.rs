@@ -167,6 +167,8 @@ pub(crate) struct Observer {
     hibernated: bool,
     /// Whether to time the compressor (only when someone reads `compress_time`).
     timed: bool,
+    /// A pass-through body's known length: it is complete once that many bytes went out.
+    expected_len: Option<u64>,
 }
 
 impl Observer {
@@ -201,6 +203,7 @@ impl Observer {
             live,
             hibernated: false,
             timed: compressing && (on_end.is_some() || tracing),
+            expected_len: None,
         }))
     }
 
@@ -216,9 +219,17 @@ impl Observer {
         }
     }
 
+    /// A pass-through body of this length is complete once that many bytes went out.
+    pub(crate) fn expect_len(&mut self, len: Option<u64>) {
+        self.expected_len = len;
+    }
+
     /// Bytes of the inner body handed to the compressor (or passed through).
     pub(crate) fn input(&mut self, n: usize, compressed: bool) {
         self.stats.bytes_in += n as u64;
+        if self.expected_len.is_some_and(|len| self.stats.bytes_in >= len) {
+            self.stats.completed = true;
+        }
         if compressed {
             if let Some(m) = &self.metrics {
                 m.counters.input_bytes.fetch_add(n as u64, ORDER);

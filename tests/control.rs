@@ -665,3 +665,99 @@ async fn reused_compressors_give_the_same_bytes_and_stay_bounded() {
         reusing.idle_compressors()
     );
 }
+
+/// Review finding: hyper drops a body with a known length as soon as its last byte is written,
+/// without polling it to its end, so a passed-through file or image was reported as incomplete.
+#[tokio::test]
+async fn passed_through_bodies_of_known_length_are_complete_on_the_wire() {
+    let log = StatsLog::default();
+    let layer = log.layer(GzipLayer::new());
+    let app = Router::new()
+        .route(
+            "/image.png",
+            get(|| async {
+                // A body that never says it has ended (like a file stream), with its length.
+                let chunks = futures_util::stream::iter(
+                    [vec![0x89u8; 600], vec![0x50u8; 400]]
+                        .into_iter()
+                        .map(|chunk| Ok::<_, Infallible>(Frame::data(Bytes::from(chunk)))),
+                );
+                axum::response::Response::builder()
+                    .header("content-type", "image/png")
+                    .header("content-length", "1000")
+                    .body(axum::body::Body::new(StreamBody::new(chunks)))
+                    .unwrap()
+            }),
+        )
+        .route(
+            "/not-modified",
+            get(|| async { (StatusCode::NOT_MODIFIED, "ignored") }),
+        )
+        .layer(layer);
+    let server = serve_axum(app).await;
+    for (path, outcome, len) in [
+        ("/image.png", Outcome::MediaType, 1000),
+        ("/not-modified", Outcome::Status, 0),
+    ] {
+        for proto in [Proto::H1Raw, Proto::H2] {
+            let wire = exchange(proto, server.addr, &Method::GET, path, Some("gzip"))
+                .await
+                .unwrap();
+            // (hyper's HTTP/2 server sends a 304's body as it is; the layer leaves it alone.)
+            if outcome != Outcome::Status {
+                assert_eq!(wire.body.len(), len, "{path} {proto:?}");
+            }
+            assert!(wire.values("content-encoding").is_empty(), "{path} {proto:?}");
+            let give_up = std::time::Instant::now() + Duration::from_secs(30);
+            let stats = loop {
+                let mut stats = log.take();
+                if let Some(stats) = stats.pop() {
+                    break stats;
+                }
+                assert!(
+                    std::time::Instant::now() < give_up,
+                    "{path}: never reported"
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            assert_eq!(stats.outcome, outcome, "{path}");
+            assert!(stats.completed, "{path} over {proto:?}: {stats:?}");
+        }
+    }
+}
+
+/// Review finding: states at a handler's override level filled the pool, so the layer's own
+/// responses stopped reusing states.
+#[tokio::test]
+async fn override_levels_do_not_take_the_pool_from_the_layers_own_level() {
+    let layer = GzipLayer::new();
+    let respond = |level: Option<u32>| {
+        let svc = layer.clone().layer(service_fn(move |_req: Request<()>| {
+            let mut response = Response::new(Full::new(Bytes::from(json_body(3000))));
+            if let Some(level) = level {
+                response
+                    .extensions_mut()
+                    .insert(GzipOverride::auto().level(level));
+            }
+            std::future::ready(Ok::<_, Infallible>(response))
+        }));
+        async move {
+            let request = Request::builder()
+                .header("accept-encoding", "gzip")
+                .body(())
+                .unwrap();
+            let body = svc.oneshot(request).await.unwrap().into_body();
+            check_gzip_member(&body.collect().await.unwrap().to_bytes(), &json_body(3000)).unwrap();
+        }
+    };
+    for _ in 0..6 {
+        respond(Some(1)).await;
+    }
+    assert_eq!(
+        layer.idle_compressors(),
+        0,
+        "override-level states are not kept"
+    );
+    respond(None).await;
+    assert_eq!(layer.idle_compressors(), 1, "the layer's own level is");
+}

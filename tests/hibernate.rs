@@ -412,3 +412,67 @@ async fn a_burst_then_silence_hibernates_without_another_event() {
     server.await.unwrap();
     assert_eq!(metrics.live_streams(), 0);
 }
+
+/// Review finding: `hibernate_after(Duration::MAX)` ("never") overflowed `Instant + Duration` at
+/// the first stall and panicked inside `poll_frame`.
+#[test]
+fn an_idle_time_beyond_any_instant_means_never_and_does_not_panic() {
+    for idle in [Duration::MAX, Duration::from_secs(u64::MAX / 2)] {
+        let script = Script::new([data(event(0)), Step::Pending, data(event(1)), Step::End]);
+        let layer = GzipLayer::new().hibernate_after(idle);
+        let mut body = wrap(&layer, "application/x-ndjson", script);
+        let first = expect_frame(&mut body);
+        assert!(body.holds_compressor());
+        let rest = expect_frame(&mut body);
+        assert_eq!(
+            gunzip(&[first, rest].concat()),
+            [event(0), event(1)].concat().as_bytes()
+        );
+    }
+}
+
+/// Review finding: a body that moved to another task while a wake-up was pending was never woken
+/// (the timer held the first task's waker), so it never hibernated.
+#[test]
+fn a_body_polled_by_another_task_is_woken_there() {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Arc;
+    use std::task::{Context, Wake, Waker};
+
+    struct Count(AtomicUsize);
+    impl Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+    let threshold = Duration::from_millis(200);
+    let script = Script::new([data(event(0)), Step::Pending, Step::Pending, Step::Pending]);
+    let layer = GzipLayer::new().hibernate_after(threshold);
+    let mut body = wrap(&layer, "application/x-ndjson", script);
+    let (a, b) = (
+        Arc::new(Count(AtomicUsize::new(0))),
+        Arc::new(Count(AtomicUsize::new(0))),
+    );
+    let (waker_a, waker_b) = (Waker::from(a.clone()), Waker::from(b.clone()));
+    let poll = |body: &mut tower_gzip::GzipBody<Script>, waker: &Waker| {
+        let mut cx = Context::from_waker(waker);
+        http_body::Body::poll_frame(std::pin::Pin::new(body), &mut cx).is_ready()
+    };
+    assert!(poll(&mut body, &waker_a), "the first event");
+    // Now polled by another task (the script's `Pending` wakes it at once, so count B's wakes
+    // from here).
+    assert!(!poll(&mut body, &waker_b));
+    let before = b.0.load(Ordering::SeqCst);
+    // A hang limit only detects failure.
+    let give_up = Instant::now() + Duration::from_secs(30);
+    while b.0.load(Ordering::SeqCst) == before {
+        assert!(
+            Instant::now() < give_up,
+            "the task now polling the body was never woken"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Woken at the deadline: polled, the silent stream hibernates.
+    let _ = poll(&mut body, &waker_b);
+    assert!(!body.holds_compressor());
+}
