@@ -14,6 +14,10 @@
 //! bytes; the extra `burst` rows (5 events back to back, then a stall) show where they differ.
 //!
 //! Run: `cargo bench --bench streams`.
+//!
+//! `--figures` (used by `scripts/figures.sh`): skips criterion and prints what `FIGURES.md`
+//! quotes: bytes per event (also with HTTP/1.1 chunked framing), and CPU per SSE event at levels
+//! 1 and 6 and uncompressed, in interleaved rounds.
 
 mod common;
 
@@ -25,7 +29,8 @@ use common::{
     call, drain, drain_with, gunzip, handler, median, ollama_ndjson_lines, openai_sse_events, ours,
     request, write_csv, Stalling, BACKEND,
 };
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
+use tower::Layer;
 use tower_gzip::{FlushPolicy, GzipLayer};
 
 const EVENTS: usize = 500;
@@ -65,6 +70,11 @@ fn layer(level: u32, policy: FlushPolicy) -> GzipLayer {
 
 /// Sends the stream through the layer; returns every data frame the client receives.
 fn frames(stream: &Stream, layer: &GzipLayer, burst: usize) -> Vec<Bytes> {
+    frames_for(stream, layer, burst, true)
+}
+
+/// Like [`frames`], for a client that accepts gzip or not.
+fn frames_for(stream: &Stream, layer: &GzipLayer, burst: usize, gzip: bool) -> Vec<Bytes> {
     let events = stream.events.clone();
     let mut svc = ours(
         layer,
@@ -72,8 +82,8 @@ fn frames(stream: &Stream, layer: &GzipLayer, burst: usize) -> Vec<Bytes> {
             Stalling::new(events.clone(), burst, true)
         }),
     );
-    let response = call(&mut svc, request(true));
-    assert_eq!(response.headers()["content-encoding"], "gzip");
+    let response = call(&mut svc, request(gzip));
+    assert_eq!(response.headers().contains_key("content-encoding"), gzip);
     let mut frames = Vec::new();
     drain_with(response.into_body(), |frame: &Bytes| {
         frames.push(frame.clone())
@@ -169,12 +179,53 @@ fn byte_report(streams: &[Stream]) {
     write_csv(&format!("stream_bytes_{BACKEND}.csv"), &rows);
 }
 
+/// Bytes per event of a raw deflate stream (plus 18 bytes of gzip framing) flushed with `flush`
+/// after every event; every flush is checked to make all events so far decodable by an
+/// independent raw inflate.
+fn raw_bytes_per_event(events: &[Bytes], level: u32, flush: flate2::FlushCompress) -> f64 {
+    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    let mut deflate = Compress::new(Compression::new(level), false);
+    let mut inflate = Decompress::new(false);
+    let mut out = vec![0u8; 1 << 16];
+    let mut decoded = vec![0u8; 1 << 20];
+    let mut sent = Vec::new();
+    let mut wire = 0usize;
+    for event in events {
+        let before = deflate.total_out();
+        deflate.compress(event, &mut out, flush).unwrap();
+        assert_eq!(deflate.total_in() as usize, sent.len() + event.len());
+        let produced = (deflate.total_out() - before) as usize;
+        assert!(produced < out.len());
+        wire += produced;
+        sent.extend_from_slice(event);
+        let start = inflate.total_out() as usize;
+        inflate
+            .decompress(
+                &out[..produced],
+                &mut decoded[start..],
+                FlushDecompress::Sync,
+            )
+            .unwrap();
+        assert_eq!(
+            &decoded[..inflate.total_out() as usize],
+            &sent[..],
+            "every event decodable right after its flush"
+        );
+    }
+    let before = deflate.total_out();
+    deflate
+        .compress(&[], &mut out, FlushCompress::Finish)
+        .unwrap();
+    wire += (deflate.total_out() - before) as usize + 18;
+    wire as f64 / events.len() as f64
+}
+
 /// The codec-level question behind a possible src/ change: bytes per event when each event is
 /// followed by a sync flush (what `GzipEncoder::flush` does) or a partial flush, using flate2's
 /// raw `Compress` directly (plus 18 bytes of gzip framing). Every flush is checked to make all
 /// events so far decodable by an independent raw inflate.
 fn flush_kind_report(streams: &[Stream]) {
-    use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
+    use flate2::FlushCompress;
     println!("raw deflate, one flush per event (burst 1): sync vs partial flush");
     println!(
         "{:<14} {:>5} {:>12} {:>15}",
@@ -191,43 +242,8 @@ fn flush_kind_report(streams: &[Stream]) {
     .to_vec()];
     for stream in streams {
         for level in LEVELS {
-            let mut per_event = Vec::new();
-            for flush in [FlushCompress::Sync, FlushCompress::Partial] {
-                let mut deflate = Compress::new(Compression::new(level), false);
-                let mut inflate = Decompress::new(false);
-                let mut out = vec![0u8; 1 << 16];
-                let mut decoded = vec![0u8; 1 << 20];
-                let mut sent = Vec::new();
-                let mut wire = 0usize;
-                for event in stream.events.iter() {
-                    let before = deflate.total_out();
-                    deflate.compress(event, &mut out, flush).unwrap();
-                    assert_eq!(deflate.total_in() as usize, sent.len() + event.len());
-                    let produced = (deflate.total_out() - before) as usize;
-                    assert!(produced < out.len());
-                    wire += produced;
-                    sent.extend_from_slice(event);
-                    let start = inflate.total_out() as usize;
-                    inflate
-                        .decompress(
-                            &out[..produced],
-                            &mut decoded[start..],
-                            FlushDecompress::Sync,
-                        )
-                        .unwrap();
-                    assert_eq!(
-                        &decoded[..inflate.total_out() as usize],
-                        &sent[..],
-                        "every event decodable right after its flush"
-                    );
-                }
-                let before = deflate.total_out();
-                deflate
-                    .compress(&[], &mut out, FlushCompress::Finish)
-                    .unwrap();
-                wire += (deflate.total_out() - before) as usize + 18;
-                per_event.push(wire as f64 / stream.events.len() as f64);
-            }
+            let per_event = [FlushCompress::Sync, FlushCompress::Partial]
+                .map(|flush| raw_bytes_per_event(&stream.events, level, flush));
             println!(
                 "{:<14} {:>5} {:>12.2} {:>15.2}",
                 stream.name, level, per_event[0], per_event[1]
@@ -373,4 +389,138 @@ criterion_group! {
         .measurement_time(Duration::from_secs(2));
     targets = stream_cpu
 }
-criterion_main!(benches);
+/// HTTP/1.1 bytes of a body sent as these frames: one chunk per frame (`<hex len>\r\n<data>\r\n`)
+/// and the last chunk (`0\r\n\r\n`).
+fn chunked_len(frames: &[Bytes]) -> usize {
+    frames
+        .iter()
+        .map(|f| format!("{:x}", f.len()).len() + 4 + f.len())
+        .sum::<usize>()
+        + 5
+}
+
+/// Figures mode: what `FIGURES.md` quotes about token streams, from one process (one run).
+fn figures() {
+    let rounds = if common::quick_mode() { 2 } else { 21 };
+    let streams = streams();
+    for stream in &streams {
+        let name = if stream.name.starts_with("sse") {
+            "sse"
+        } else {
+            "ndjson"
+        };
+        let events = stream.events.len() as f64;
+        let input: usize = stream.events.iter().map(Bytes::len).sum();
+        let expected: Vec<u8> = stream.events.iter().flat_map(|e| e.to_vec()).collect();
+        common::figure(&format!("stream.{name}.event_bytes"), input as f64 / events);
+        // Uncompressed (client without gzip): every event passes through as its own frame.
+        let plain = frames_for(stream, &layer(6, FlushPolicy::OnStall), 1, false);
+        common::figure(
+            &format!("stream.{name}.identity.h1_bytes_per_event"),
+            chunked_len(&plain) as f64 / events,
+        );
+        for level in LEVELS {
+            let layer = GzipLayer::new().compress_sse(true).level(level);
+            let frames = frames(stream, &layer, 1);
+            let all: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+            assert_eq!(gunzip(&all), expected, "round trip");
+            let key = format!("stream.{name}.L{level}");
+            common::figure(&format!("{key}.bytes_per_event"), all.len() as f64 / events);
+            common::figure(
+                &format!("{key}.h1_bytes_per_event"),
+                chunked_len(&frames) as f64 / events,
+            );
+            common::figure(
+                &format!("{key}.input_over_output"),
+                input as f64 / all.len() as f64,
+            );
+        }
+        // Bytes per event once the window has warmed up (events 10 to the last), each event
+        // produced then paused, ours against tower-http at the same level in the same run.
+        let steady = |frames: &[Bytes]| {
+            let last = stream.events.len().min(frames.len());
+            let bytes: usize = frames[10..last].iter().map(Bytes::len).sum();
+            bytes as f64 / (last - 10) as f64
+        };
+        for level in LEVELS {
+            let ours_frames = frames(stream, &GzipLayer::new().compress_sse(true).level(level), 1);
+            let events = stream.events.clone();
+            let mut tower = common::tower_http_layer(level as i32)
+                .compress_when(|_, _, _: &http::HeaderMap, _: &http::Extensions| true)
+                .layer(handler(stream.content_type, move || {
+                    Stalling::new(events.clone(), 1, true)
+                }));
+            let mut tower_frames = Vec::new();
+            let tower_body = call(&mut tower, request(true)).into_body();
+            drain_with(tower_body, |frame: &Bytes| tower_frames.push(frame.clone()));
+            let tower_all: Vec<u8> = tower_frames.iter().flat_map(|f| f.to_vec()).collect();
+            assert_eq!(gunzip(&tower_all), expected, "tower-http round trip");
+            common::figure(
+                &format!("stream.{name}.L{level}.steady_bytes_per_event"),
+                steady(&ours_frames),
+            );
+            common::figure(
+                &format!("stream.{name}.L{level}.tower_http_steady_bytes_per_event"),
+                steady(&tower_frames),
+            );
+        }
+        let burst = frames(stream, &GzipLayer::new().compress_sse(true), 5);
+        let burst_bytes: usize = burst.iter().map(Bytes::len).sum();
+        common::figure(
+            &format!("stream.{name}.L6.burst5_bytes_per_event"),
+            burst_bytes as f64 / events,
+        );
+        common::figure(
+            &format!("stream.{name}.L6.raw_sync_flush_bytes_per_event"),
+            raw_bytes_per_event(&stream.events, 6, flate2::FlushCompress::Sync),
+        );
+    }
+
+    // CPU per SSE event: whole 500-event streams (compressor creation included), interleaved.
+    let sse = &streams[0];
+    let mut cases: Vec<Case<'_>> = Vec::new();
+    for (name, level, gzip) in [("identity", 6, false), ("L1", 1, true), ("L6", 6, true)] {
+        let events = sse.events.clone();
+        let mut svc = ours(
+            &GzipLayer::new().compress_sse(true).level(level),
+            handler(sse.content_type, move || {
+                Stalling::new(events.clone(), 1, true)
+            }),
+        );
+        cases.push((
+            name.to_string(),
+            Box::new(move || drain(call(&mut svc, request(gzip)).into_body()).bytes),
+        ));
+    }
+    for (_, f) in cases.iter_mut() {
+        std::hint::black_box(f());
+    }
+    let n = cases.len();
+    let mut us: Vec<Vec<f64>> = vec![Vec::new(); n];
+    for round in 0..rounds {
+        for k in 0..n {
+            let i = (round + k) % n;
+            let cpu = common::thread_cpu_time_ns();
+            std::hint::black_box((cases[i].1)());
+            let ns = common::thread_cpu_time_ns() - cpu;
+            us[i].push(ns as f64 / 1e3 / sse.events.len() as f64);
+        }
+    }
+    let mut l6_over_l1: Vec<f64> = (0..rounds).map(|r| us[2][r] / us[1][r]).collect();
+    for (i, (name, _)) in cases.iter().enumerate() {
+        common::figure(
+            &format!("stream.sse.{name}.cpu_us_per_event"),
+            median(&mut us[i].clone()),
+        );
+    }
+    common::figure("stream.sse.cpu_L6_over_L1", median(&mut l6_over_l1));
+}
+
+fn main() {
+    if common::figures_mode() {
+        figures();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}
