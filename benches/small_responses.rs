@@ -18,6 +18,9 @@
 //! Run: `cargo bench --bench small_responses`. Knobs (environment): `SMALL_SECS` (per run, default
 //! 4), `SMALL_ROUNDS` (default 5), `SMALL_CONNS` (default 32), `SMALL_LOAD` (`wrk`/`inprocess`).
 //! Without `--bench` on the command line (`cargo test --benches`) it runs a short smoke test.
+//!
+//! `--figures` (used by `scripts/figures.sh`): allocations, time per response against a raw
+//! deflate and tower-http, and the loopback ratios (3 rounds of 2 s), as `FIGURE` lines.
 
 mod common;
 
@@ -46,6 +49,9 @@ use tower_gzip::GzipLayer;
 static GLOBAL: common::Counting = common::Counting;
 
 const JSON_LEN: usize = 4000;
+
+/// The `random_padding` bound of the padding cases.
+const PADDING: u16 = 64;
 const STACKS: [&str; 3] = ["no-layer", "ours", "tower-http"];
 
 fn env_or(name: &str, default: u64) -> u64 {
@@ -258,6 +264,17 @@ fn timing_report(json: &Bytes, smoke: bool) {
             }),
         ));
     }
+    // The BREACH length-hiding knob: the "ours L6 wb15" case with a padded gzip header.
+    let mut svc = ours(
+        &GzipLayer::new().random_padding(PADDING),
+        handler("application/json", body(json)),
+    );
+    cases.push((
+        format!("ours L6 wb15 random_padding({PADDING})"),
+        Box::new(move || {
+            drain(call(&mut svc, request(true)).into_body());
+        }),
+    ));
     for level in [6, 1] {
         let mut svc = tower_http(level, handler("application/json", body(json)));
         cases.push((
@@ -346,8 +363,52 @@ fn timing_report(json: &Bytes, smoke: bool) {
             format!("{ratio:.3}"),
         ]);
     }
+    let find = |name: &str| cases.iter().position(|(case, _)| case == name).unwrap();
+    let (plain, padded) = (
+        find("ours L6 wb15"),
+        find(&format!("ours L6 wb15 random_padding({PADDING})")),
+    );
+    let mut ratios: Vec<f64> = (0..rounds).map(|r| ns[padded][r] / ns[plain][r]).collect();
+    println!(
+        "  random_padding({PADDING}) / unpadded, time per response, per round: median {:.3}",
+        median(&mut ratios)
+    );
     println!();
     write_csv(&format!("small_timing_{BACKEND}.csv"), &rows);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 1c. random_padding: the spread of response lengths
+// ---------------------------------------------------------------------------------------------
+
+/// Extra bytes of `n` responses of `json` with `random_padding(PADDING)` over the unpadded
+/// response (the 6-byte extra-field header included): (min, median, max, distinct values).
+fn padding_spread(json: &Bytes, n: usize) -> (usize, usize, usize, usize) {
+    let body = {
+        let json = json.clone();
+        move || Full::new(json.clone())
+    };
+    let mut plain = ours(&GzipLayer::new(), handler("application/json", body.clone()));
+    let unpadded = drain(call(&mut plain, request(true)).into_body()).bytes;
+    let layer = GzipLayer::new().random_padding(PADDING);
+    let mut svc = ours(&layer, handler("application/json", body));
+    let mut extra: Vec<usize> = (0..n)
+        .map(|_| drain(call(&mut svc, request(true)).into_body()).bytes - unpadded)
+        .collect();
+    extra.sort_unstable();
+    let mut distinct = extra.clone();
+    distinct.dedup();
+    (extra[0], extra[n / 2], extra[n - 1], distinct.len())
+}
+
+fn padding_report(json: &Bytes, smoke: bool) {
+    let n = if smoke { 500 } else { 10_000 };
+    let (min, median, max, distinct) = padding_spread(json, n);
+    println!(
+        "random_padding({PADDING}), {n} responses of {} bytes: extra bytes min {min}, median \
+         {median}, max {max}, {distinct} distinct lengths (6 bytes of field header + 0..={PADDING})\n",
+        json.len()
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -514,9 +575,19 @@ struct Sample {
     allocs: Vec<f64>,
 }
 
-fn loopback_report(json: Bytes, smoke: bool) {
-    let secs = if smoke { 1 } else { env_or("SMALL_SECS", 4) };
-    let rounds = if smoke { 1 } else { env_or("SMALL_ROUNDS", 5) };
+/// Per-round ratios of one loopback measurement.
+struct Loopback {
+    /// ours / no layer, requests per second.
+    rps_ours_over_none: Vec<f64>,
+    /// ours / tower-http, requests per second.
+    rps_ours_over_tower: Vec<f64>,
+    /// Server CPU per request, no layer / ours: the server's capacity ratio.
+    cpu_none_over_ours: Vec<f64>,
+    /// The load generator.
+    load: &'static str,
+}
+
+fn loopback_report(json: Bytes, secs: u64, rounds: u64) -> Loopback {
     let conns = env_or("SMALL_CONNS", 32);
     let use_wrk = std::env::var("SMALL_LOAD").map_or(true, |v| v != "inprocess")
         && Command::new("wrk").arg("--version").output().is_ok();
@@ -533,8 +604,10 @@ fn loopback_report(json: Bytes, smoke: bool) {
     let mut samples: Vec<Sample> = STACKS.iter().map(|_| Sample::default()).collect();
     let mut ratio_ours: Vec<f64> = Vec::new();
     let mut ratio_ours_tower: Vec<f64> = Vec::new();
+    let mut ratio_cpu: Vec<f64> = Vec::new();
     for round in 0..rounds {
         let mut this_round = [0.0; 3];
+        let mut cpu_round = [f64::NAN; 3];
         for (i, stack) in STACKS.iter().enumerate() {
             let cpu0 = schedstat.as_deref().and_then(cpu_ns_of);
             let (allocs0, _) = alloc_counts();
@@ -559,6 +632,7 @@ fn loopback_report(json: Bytes, smoke: bool) {
                 if use_wrk { "" } else { " (client included)" }
             );
             this_round[i] = rps;
+            cpu_round[i] = cpu_us;
             samples[i].rps.push(rps);
             samples[i].cpu_us.push(cpu_us);
             samples[i].allocs.push(allocs);
@@ -566,6 +640,7 @@ fn loopback_report(json: Bytes, smoke: bool) {
         if this_round.iter().all(|&r| r > 0.0) {
             ratio_ours.push(this_round[1] / this_round[0]);
             ratio_ours_tower.push(this_round[1] / this_round[2]);
+            ratio_cpu.push(cpu_round[0] / cpu_round[1]);
         }
     }
     let mut rows = vec![[
@@ -617,6 +692,12 @@ fn loopback_report(json: Bytes, smoke: bool) {
         "ours / tower-http req/s, per round: median {:.3} (min {lo2:.3}, max {hi2:.3})\n",
         median(&mut ratio_ours_tower.clone())
     );
+    let result = Loopback {
+        rps_ours_over_none: ratio_ours.clone(),
+        rps_ours_over_tower: ratio_ours_tower.clone(),
+        cpu_none_over_ours: ratio_cpu,
+        load,
+    };
     rows.push(vec![
         BACKEND.to_string(),
         load.to_string(),
@@ -639,12 +720,168 @@ fn loopback_report(json: Bytes, smoke: bool) {
     ]);
     let tag = if use_wrk { "wrk" } else { "inprocess" };
     write_csv(&format!("small_loopback_{tag}_{BACKEND}.csv"), &rows);
+    result
+}
+
+/// Figures mode: what `FIGURES.md` quotes about small responses, from one process (one run).
+fn figures() {
+    let quick = common::quick_mode();
+    let json = json_document(JSON_LEN);
+    let body = |json: &Bytes| {
+        let json = json.clone();
+        move || Full::new(json.clone())
+    };
+    let n = if quick { 200 } else { 2000 };
+    let mut gzip_allocs = Vec::new();
+    for (key, gzip, allocs) in [
+        (
+            "none",
+            true,
+            count(
+                "no-layer",
+                handler("application/json", body(&json)),
+                true,
+                n,
+            )
+            .0,
+        ),
+        (
+            "ours",
+            true,
+            count(
+                "ours",
+                ours(&GzipLayer::new(), handler("application/json", body(&json))),
+                true,
+                n,
+            )
+            .0,
+        ),
+        (
+            "ours",
+            false,
+            count(
+                "ours",
+                ours(&GzipLayer::new(), handler("application/json", body(&json))),
+                false,
+                n,
+            )
+            .0,
+        ),
+        (
+            "tower_http",
+            true,
+            count(
+                "tower-http",
+                tower_http(6, handler("application/json", body(&json))),
+                true,
+                n,
+            )
+            .0,
+        ),
+    ] {
+        let client = if gzip { "gzip" } else { "identity" };
+        common::figure(&format!("small.allocs.{key}.{client}"), allocs);
+        gzip_allocs.push((key, gzip, allocs));
+    }
+    let allocs_of = |name: &str| {
+        gzip_allocs
+            .iter()
+            .find(|(key, gzip, _)| *key == name && *gzip)
+            .map_or(f64::NAN, |(_, _, allocs)| *allocs)
+    };
+    common::figure(
+        "small.allocs.ours_minus_tower_http",
+        allocs_of("ours") - allocs_of("tower_http"),
+    );
+
+    // Time per response in process, interleaved rounds; the reference is a raw deflate that
+    // creates a state and compresses the body in one call (what any gzip middleware must do).
+    let (batch, rounds) = if quick { (10, 3) } else { (100, 11) };
+    let mut cases: Vec<Box<dyn FnMut() + '_>> = Vec::new();
+    for level in [6, 1] {
+        let mut svc = ours(
+            &GzipLayer::new().level(level),
+            handler("application/json", body(&json)),
+        );
+        cases.push(Box::new(move || {
+            drain(call(&mut svc, request(true)).into_body());
+        }));
+    }
+    let mut svc = tower_http(6, handler("application/json", body(&json)));
+    cases.push(Box::new(move || {
+        drain(call(&mut svc, request(true)).into_body());
+    }));
+    cases.push(Box::new(|| {
+        std::hint::black_box(gzip_fresh(&json, 6, 15));
+    }));
+    // Index 4: case 0 with the BREACH length-hiding knob.
+    let mut svc = ours(
+        &GzipLayer::new().random_padding(PADDING),
+        handler("application/json", body(&json)),
+    );
+    cases.push(Box::new(move || {
+        drain(call(&mut svc, request(true)).into_body());
+    }));
+    let mut ns: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    for f in cases.iter_mut() {
+        for _ in 0..batch {
+            f();
+        }
+    }
+    for round in 0..rounds {
+        for k in 0..cases.len() {
+            let i = (round + k) % cases.len();
+            let cpu = common::thread_cpu_time_ns();
+            for _ in 0..batch {
+                (cases[i])();
+            }
+            ns[i].push((common::thread_cpu_time_ns() - cpu) as f64 / batch as f64);
+        }
+    }
+    let ratio = |a: usize, b: usize| {
+        median(&mut (0..rounds).map(|r| ns[a][r] / ns[b][r]).collect::<Vec<_>>())
+    };
+    common::figure("small.ours.L6.us", median(&mut ns[0].clone()) / 1e3);
+    common::figure("small.ours.L1.us", median(&mut ns[1].clone()) / 1e3);
+    common::figure("small.ours_over_raw_deflate", ratio(0, 3));
+    common::figure("small.ours_over_tower_http", ratio(0, 2));
+    common::figure("small.padding64.us", median(&mut ns[4].clone()) / 1e3);
+    common::figure("small.padding64_over_ours", ratio(4, 0));
+    let (min, med, max, distinct) = padding_spread(&json, if quick { 1000 } else { 10_000 });
+    common::figure("small.padding64.extra_min", min as f64);
+    common::figure("small.padding64.extra_median", med as f64);
+    common::figure("small.padding64.extra_max", max as f64);
+    common::figure("small.padding64.distinct_lengths", distinct as f64);
+
+    let (secs, loop_rounds) = if quick { (1, 1) } else { (2, 3) };
+    drop(cases);
+    let mut loopback = loopback_report(json, secs, loop_rounds);
+    common::meta("small.loopback.load", loopback.load);
+    common::figure(
+        "small.loopback.rps_ours_over_none",
+        median(&mut loopback.rps_ours_over_none),
+    );
+    common::figure(
+        "small.loopback.cpu_none_over_ours",
+        median(&mut loopback.cpu_none_over_ours),
+    );
+    common::figure(
+        "small.loopback.rps_ours_over_tower_http",
+        median(&mut loopback.rps_ours_over_tower),
+    );
 }
 
 fn main() {
+    if common::figures_mode() {
+        figures();
+        return;
+    }
     let smoke = !std::env::args().any(|a| a == "--bench");
     let json = json_document(JSON_LEN);
     allocation_report(&json);
     timing_report(&json, smoke);
-    loopback_report(json, smoke);
+    padding_report(&json, smoke);
+    let secs = if smoke { 1 } else { env_or("SMALL_SECS", 4) };
+    let rounds = if smoke { 1 } else { env_or("SMALL_ROUNDS", 5) };
+    loopback_report(json, secs, rounds);
 }

@@ -90,7 +90,7 @@ impl GzipLayer {
     /// one, primed with the last 32 KiB of input as its dictionary, can continue the same gzip
     /// stream when data comes again: the client sees one continuous stream, and the ratio after
     /// waking stays close to that of a stream that never slept. An idle stream then holds only
-    /// that window of input. Measured: [busy](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory) and
+    /// that window of input, packed (deflated, a few KiB for typical text) until it wakes. Measured: [busy](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory) and
     /// [idle](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#idle-stream-memory) streams, [the cost of a wake](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#wake-cost).
     ///
     /// A stream hibernates at a stall (when the handler's body returns `Pending`) once it has been

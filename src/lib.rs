@@ -133,11 +133,14 @@
 //! A compressed response holds a deflate state (the compressor's window and hash tables; [measured
 //! sizes](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory)) from
 //! its first data frame until it ends; responses that are not compressed never allocate one. A
-//! compressed stream that goes idle hibernates ([`GzipLayer::hibernate_after`], default 1 s): it
-//! drops the deflate state, keeps the last window of input (at most 32 KiB), and continues the same
-//! gzip stream with a new state primed with that window when data comes again.
+//! compressed stream that goes idle hibernates ([`GzipLayer::hibernate_after`], default 1 s; a
+//! timer thread wakes streams that go silent): it drops the deflate state, keeps the last window of
+//! input (at most 32 KiB) packed, and continues the same gzip stream with a new state primed with
+//! that window when data comes again. Finished responses leave their reset deflate states for the
+//! next ones to reuse ([`GzipLayer::reuse_compressors`], 4 by default).
 //! [`GzipLayer::max_streams`] caps how many responses are compressed at once, and
-//! [`GzipLayer::live_streams`] reports the count.
+//! [`GzipLayer::live_streams`] reports the count; [`GzipMetrics`] counts live and hibernated
+//! streams for a metrics exporter.
 //!
 //! # Errors
 //!
