@@ -22,6 +22,10 @@
 //! Before criterion runs, `interleaved_ratios` measures the same contenders in interleaved rounds
 //! and reports per-round ratios (`target/bench-results/bulk_ratios_<backend>.csv`): on a shared
 //! machine they are far steadier than ratios of benchmarks measured one after another.
+//!
+//! `--figures` (used by `scripts/figures.sh`): skips criterion; measures the layer with its
+//! default settings (`GzipLayer::new()`) against tower-http and flate2's one call in interleaved
+//! rounds and prints the per-run medians of the per-round ratios, plus output sizes.
 
 mod common;
 
@@ -33,7 +37,7 @@ use common::{
     call, collect, drain, flate2_gzip, gunzip, handler, json_document, ours, request, tower_http,
     write_csv, Chunked, BACKEND,
 };
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
 use flate2::{Compress, Compression, FlushCompress, Status};
 use tower_gzip::GzipLayer;
 
@@ -381,4 +385,109 @@ criterion_group! {
         .measurement_time(Duration::from_secs(3));
     targets = bulk
 }
-criterion_main!(benches);
+/// Figures mode: what `FIGURES.md` quotes about bulk bodies, from one process (one run).
+fn figures() {
+    let rounds = if common::quick_mode() { 2 } else { 11 };
+    let json = json_document(MIB);
+    let reference = flate2_gzip(&json, LEVEL);
+    let service = |layer: GzipLayer, chunk: usize| {
+        let data = json.clone();
+        ours(
+            &layer,
+            handler("application/json", move || {
+                Chunked::new(data.clone(), chunk)
+            }),
+        )
+    };
+    let tower = |chunk: usize| {
+        let data = json.clone();
+        tower_http(
+            LEVEL as i32,
+            handler("application/json", move || {
+                Chunked::new(data.clone(), chunk)
+            }),
+        )
+    };
+    // Output sizes (deterministic), through the public API with the default settings.
+    for chunk in CHUNKS {
+        let label = chunk_label(chunk);
+        let ours_out =
+            collect(call(&mut service(GzipLayer::new(), chunk), request(true)).into_body());
+        let tower_out = collect(call(&mut tower(chunk), request(true)).into_body());
+        assert_eq!(gunzip(&ours_out), json[..]);
+        assert_eq!(gunzip(&tower_out), json[..]);
+        let size = |out: &[u8]| out.len() as f64 / reference.len() as f64;
+        common::figure(&format!("bulk.{label}.size_over_flate2"), size(&ours_out));
+        common::figure(
+            &format!("bulk.{label}.tower_http_size_over_flate2"),
+            size(&tower_out),
+        );
+    }
+    let level = |level: u32| {
+        let svc = &mut service(GzipLayer::new().level(level), usize::MAX);
+        collect(call(svc, request(true)).into_body()).len() as f64
+    };
+    common::figure("bulk.level1_size_over_level6", level(1) / level(6));
+
+    // Speed: every round runs each contender once, in rotating order; ratios within a round.
+    let mb = json.len() as f64 / 1e6;
+    for chunk in CHUNKS {
+        let label = chunk_label(chunk);
+        let mut a = service(GzipLayer::new(), chunk);
+        let mut t = tower(chunk);
+        let mut contenders: Vec<Box<dyn FnMut() -> usize + '_>> = vec![
+            Box::new(move || drain(call(&mut a, request(true)).into_body()).bytes),
+            Box::new(move || drain(call(&mut t, request(true)).into_body()).bytes),
+            Box::new(|| flate2_gzip(&json, LEVEL).len()),
+        ];
+        for f in contenders.iter_mut() {
+            black_box(f()); // warm-up
+        }
+        let n = contenders.len();
+        let mut secs: Vec<Vec<f64>> = vec![Vec::new(); n];
+        // On-CPU time of the same calls: what a body costs its thread, whatever else the machine
+        // runs at that moment; compared across the zlib-rs and miniz_oxide binaries.
+        let mut cpu_ms: Vec<Vec<f64>> = vec![Vec::new(); n];
+        for round in 0..rounds {
+            for k in 0..n {
+                let i = (round + k) % n;
+                let cpu = common::thread_cpu_time_ns();
+                let start = std::time::Instant::now();
+                black_box((contenders[i])());
+                secs[i].push(start.elapsed().as_secs_f64());
+                cpu_ms[i].push((common::thread_cpu_time_ns() - cpu) as f64 / 1e6);
+            }
+        }
+        // Ratios of on-CPU time within a round: the speed ratio on an otherwise idle core, and
+        // not disturbed by another process preempting one of the calls.
+        let ratio = |reference: usize| {
+            let mut r: Vec<f64> = (0..rounds)
+                .map(|k| cpu_ms[reference][k] / cpu_ms[0][k])
+                .collect();
+            common::median(&mut r)
+        };
+        let mbps = |i: usize| mb / common::median(&mut secs[i].clone());
+        common::figure(&format!("bulk.{label}.ours_over_flate2"), ratio(2));
+        common::figure(&format!("bulk.{label}.ours_over_tower_http"), ratio(1));
+        common::figure(&format!("bulk.{label}.ours_mbps"), mbps(0));
+        common::figure(&format!("bulk.{label}.tower_http_mbps"), mbps(1));
+        common::figure(&format!("bulk.{label}.flate2_mbps"), mbps(2));
+        common::figure(
+            &format!("bulk.{label}.ours_cpu_ms"),
+            common::median(&mut cpu_ms[0]),
+        );
+        common::figure(
+            &format!("bulk.{label}.tower_http_cpu_ms"),
+            common::median(&mut cpu_ms[1]),
+        );
+    }
+}
+
+fn main() {
+    if common::figures_mode() {
+        figures();
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

@@ -11,6 +11,12 @@
 //!
 //! Run: `cargo bench --bench fairness`. Without `--bench` on the command line
 //! (`cargo test --benches`) it runs once on 1 MB.
+//!
+//! `--figures` (used by `scripts/figures.sh`): one pass of each stack as a user would run it
+//! (`GzipLayer::new()`, tower-http at its default gzip level 6, flate2 one call), reporting each
+//! pass's raw worst poll (wall time, preemption included) and, beside it, its 99th percentile and
+//! the worst poll's on-CPU time (`CLOCK_THREAD_CPUTIME_ID`: the work the poll did, without the
+//! time the thread was preempted); the script takes the median of each over several runs.
 
 mod common;
 
@@ -19,8 +25,8 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use common::{
-    call, flate2_gzip, gunzip, handler, json_document, median, noop_waker, ours, request,
-    tower_http, write_csv, Chunked, BACKEND,
+    call, figure, figures_mode, flate2_gzip, gunzip, handler, json_document, median, noop_waker,
+    ours, quick_mode, request, tower_http, write_csv, Chunked, BACKEND,
 };
 use http_body::Body;
 use tower_gzip::GzipLayer;
@@ -30,8 +36,15 @@ const SIZE: usize = 16_000_000;
 #[derive(Default)]
 struct Polls {
     wall_us: Vec<f64>,
+    /// On-CPU time of each poll: the wall time minus any time the thread was preempted.
+    cpu_us: Vec<f64>,
     bytes: usize,
     output: Vec<u8>,
+}
+
+/// CPU time the calling thread has used, in µs.
+fn thread_cpu_us() -> f64 {
+    common::thread_cpu_time_ns() as f64 / 1e3
 }
 
 /// Polls `body` to the end, timing every `poll_frame`.
@@ -45,9 +58,11 @@ where
     let mut body = std::pin::pin!(body);
     let mut polls = Polls::default();
     loop {
+        let cpu = thread_cpu_us();
         let start = Instant::now();
         let result = Pin::as_mut(&mut body).poll_frame(&mut cx);
         let wall = start.elapsed();
+        polls.cpu_us.push(thread_cpu_us() - cpu);
         polls.wall_us.push(wall.as_secs_f64() * 1e6);
         match result {
             Poll::Ready(Some(Ok(frame))) => {
@@ -79,7 +94,50 @@ fn max(values: &[f64]) -> f64 {
     values.iter().copied().fold(f64::NAN, f64::max)
 }
 
+/// Figures mode: one pass per stack, each body polled to its end as a server would, every poll
+/// timed; the figure is the longest poll of the pass (no minimum over runs: what a user sees).
+fn figures() {
+    let size = if quick_mode() { 4_000_000 } else { SIZE };
+    let json = json_document(size).slice(..size);
+    let data = json.clone();
+    let make = move || Chunked::new(data.clone(), usize::MAX);
+
+    let mut svc = ours(&GzipLayer::new(), handler("application/json", make.clone()));
+    let polls = timed(call(&mut svc, request(true)).into_body(), true);
+    assert_eq!(gunzip(&polls.output), json[..], "round trip");
+    let ours_max = max(&polls.wall_us) / 1e3;
+    figure("fairness.ours.max_poll_ms", ours_max);
+    figure(
+        "fairness.ours.p99_poll_ms",
+        percentile(&polls.wall_us, 0.99) / 1e3,
+    );
+    figure("fairness.ours.max_poll_cpu_ms", max(&polls.cpu_us) / 1e3);
+    figure(
+        "fairness.ours.median_poll_ms",
+        percentile(&polls.wall_us, 0.5) / 1e3,
+    );
+    figure("fairness.ours.polls", polls.wall_us.len() as f64);
+    figure(
+        "fairness.ours.total_ms",
+        polls.wall_us.iter().sum::<f64>() / 1e3,
+    );
+
+    let mut svc = tower_http(6, handler("application/json", make));
+    let polls = timed(call(&mut svc, request(true)).into_body(), false);
+    figure("fairness.tower_http.max_poll_ms", max(&polls.wall_us) / 1e3);
+
+    let start = Instant::now();
+    std::hint::black_box(flate2_gzip(&json, 6));
+    let oneshot_ms = start.elapsed().as_secs_f64() * 1e3;
+    figure("fairness.oneshot_ms", oneshot_ms);
+    figure("fairness.ours.max_poll_over_oneshot", ours_max / oneshot_ms);
+}
+
 fn main() {
+    if figures_mode() {
+        figures();
+        return;
+    }
     let smoke = !std::env::args().any(|a| a == "--bench");
     let size = if smoke { 1_000_000 } else { SIZE };
     let reps: usize = if smoke {

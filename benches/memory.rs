@@ -14,6 +14,10 @@
 //! Results: printed, and written to `target/bench-results/memory_<backend>.csv` and
 //! `memory_window_cost_<backend>.csv`.
 //!
+//! `--figures` (used by `scripts/figures.sh`): the cases `FIGURES.md` quotes, 2,000 streams each,
+//! as `FIGURE` lines. Idle (hibernated) streams are measured by `benches/hibernation.rs`, with
+//! each body driven by its own task as a server would.
+//!
 //! Run: `cargo bench --bench memory` (about a minute; peaks near 3.5 GiB resident).
 //! `MEMORY_STREAMS` overrides the number of streams. Without `--bench` on the command line
 //! (`cargo test --benches`) it runs with 200 streams.
@@ -108,6 +112,9 @@ struct Row {
     /// After all bodies ended or were dropped: RSS and heap above the baseline, in bytes.
     rss_after_end: i64,
     heap_after_end: i64,
+    /// Heap above the baseline once the service and the layer are dropped too (what the layer
+    /// keeps for reuse is gone then; what is left belongs to the process).
+    heap_after_drop: i64,
     /// Time to create and pause all the streams.
     setup_ms: f64,
 }
@@ -125,8 +132,9 @@ where
     }
 }
 
-/// Measures `n` streams of `case`. See the module docs for the steps.
-fn measure(case: &Case, n: usize) -> Row {
+/// Measures `n` streams of `case`. See the module docs for the steps. Takes the case by value so
+/// that its layer can be dropped for the last measurement.
+fn measure(case: Case, n: usize) -> Row {
     let schedule = &case.schedule;
     let finish = Arc::new(AtomicBool::new(false));
     let (frames, flag) = (schedule.frames.clone(), finish.clone());
@@ -193,10 +201,13 @@ fn measure(case: &Case, n: usize) -> Row {
     let rss2 = rss_bytes();
     let heap2 = live_heap();
     assert_eq!(probe.live_streams(), 0, "every permit released");
+    let (name, schedule) = (case.name, case.schedule.name);
+    drop((svc, probe, case));
+    let heap3 = live_heap();
 
     Row {
-        case: case.name,
-        schedule: schedule.name,
+        case: name,
+        schedule,
         streams: n,
         live_streams,
         holding,
@@ -206,11 +217,13 @@ fn measure(case: &Case, n: usize) -> Row {
         after_idle,
         rss_after_end: rss2 as i64 - rss0 as i64,
         heap_after_end: heap2 as i64 - heap0 as i64,
+        heap_after_drop: heap3 as i64 - heap0 as i64,
         setup_ms,
     }
 }
 
-fn cases(sse_event: &Bytes, json_16k: &Bytes) -> Vec<Case> {
+fn cases(events: &[Bytes], json_16k: &Bytes) -> Vec<Case> {
+    let sse_event = &events[5];
     let sse = |idle: Option<Duration>, end: bool| Schedule {
         name: "1 SSE event (257 B), paused",
         content_type: "text/event-stream",
@@ -306,10 +319,110 @@ fn cases(sse_event: &Bytes, json_16k: &Bytes) -> Vec<Case> {
             accept_gzip: true,
             schedule: sse(None, true),
         },
+        Case {
+            name: "default (L6, wb15, hibernate_after 1 s)",
+            layer: sse_layer(),
+            accept_gzip: true,
+            schedule: Schedule {
+                name: "150 SSE events back to back, paused",
+                content_type: "text/event-stream",
+                frames: events[1..151].to_vec().into(),
+                idle: None,
+                end: true,
+            },
+        },
     ]
 }
 
-const CSV_HEADER: [&str; 16] = [
+/// Case indices `FIGURES.md` quotes, with their figure names.
+const FIGURE_CASES: [(usize, &str); 5] = [
+    (0, "default"),
+    (13, "default_150_events"),
+    (5, "wb12"),
+    (11, "identity"),
+    (12, "skipped"),
+];
+
+/// Figures mode: every quoted case in its own child process (a fresh heap), as `FIGURE` lines.
+fn figures() {
+    let quick = common::quick_mode();
+    let n: usize = if quick { 200 } else { 2000 };
+    let exe = std::env::current_exe().expect("current exe");
+    for (index, name) in FIGURE_CASES {
+        // miniz_oxide ignores `window_bits`, and the uncompressed cases do not depend on it.
+        if BACKEND == "miniz" && !name.starts_with("default") {
+            continue;
+        }
+        let output = std::process::Command::new(&exe)
+            .args(["--bench", "--memory-case", &index.to_string()])
+            .env("MEMORY_STREAMS", n.to_string())
+            .output()
+            .expect("run a memory case");
+        assert!(output.status.success(), "memory case {index} failed");
+        let text = String::from_utf8_lossy(&output.stdout);
+        let csv = text
+            .lines()
+            .find_map(|l| l.strip_prefix("CSV:"))
+            .expect("a CSV line");
+        let field = |column: &str| -> f64 {
+            let i = CSV_HEADER.iter().position(|c| *c == column).unwrap();
+            csv.split(',').nth(i).unwrap().parse().unwrap()
+        };
+        let key = format!("memory.{name}");
+        if name.starts_with("default") || name == "wb12" {
+            assert_eq!(field("holding_compressor") as usize, n, "every stream busy");
+            common::figure(&format!("{key}.rss_kib"), field("rss_per_stream") / 1024.0);
+            common::figure(
+                &format!("{key}.heap_kib"),
+                field("heap_per_stream") / 1024.0,
+            );
+            common::figure(
+                &format!("{key}.heap_after_end_bytes"),
+                field("heap_after_end"),
+            );
+            common::figure(
+                &format!("{key}.heap_after_drop_bytes"),
+                field("heap_after_drop"),
+            );
+            common::figure(
+                &format!("{key}.heap_after_drop_bytes_per_stream"),
+                field("heap_after_drop") / n as f64,
+            );
+        } else {
+            assert_eq!(field("live_streams"), 0.0, "no compressor");
+            common::figure(&format!("{key}.heap_bytes"), field("heap_per_stream"));
+            common::figure(&format!("{key}.rss_bytes"), field("rss_per_stream"));
+        }
+    }
+    if BACKEND == "miniz" {
+        return;
+    }
+    // What the smaller window costs in output size (deterministic).
+    let json = json_document(1 << 20);
+    let events: Arc<[Bytes]> = openai_sse_events(500).into();
+    let sizes = |layer: GzipLayer| {
+        let data = json.clone();
+        let mut json_svc = layer.layer(handler("application/json", move || {
+            Chunked::new(data.clone(), usize::MAX)
+        }));
+        let evs = events.clone();
+        let mut sse_svc = layer
+            .compress_sse(true)
+            .layer(handler("text/event-stream", move || {
+                Stalling::new(evs.clone(), 1, true)
+            }));
+        let json_out = common::collect(call(&mut json_svc, request(true)).into_body());
+        let sse_out = common::collect(call(&mut sse_svc, request(true)).into_body());
+        assert_eq!(gunzip(&json_out), json[..]);
+        (json_out.len() as f64, sse_out.len() as f64)
+    };
+    let (json15, sse15) = sizes(GzipLayer::new());
+    let (json12, sse12) = sizes(GzipLayer::new().window_bits(12));
+    common::figure("memory.wb12.json_bytes_over_wb15", json12 / json15);
+    common::figure("memory.wb12.sse_bytes_over_wb15", sse12 / sse15);
+}
+
+const CSV_HEADER: [&str; 17] = [
     "backend",
     "case",
     "schedule",
@@ -324,6 +437,7 @@ const CSV_HEADER: [&str; 16] = [
     "idle_heap_per_stream",
     "rss_after_end",
     "heap_after_end",
+    "heap_after_drop",
     "wire_bytes_per_stream",
     "setup_ms",
 ];
@@ -332,8 +446,8 @@ const CSV_HEADER: [&str; 16] = [
 fn run_case(index: usize, n: usize, allocator: &str) {
     let events = openai_sse_events(500);
     let json_16k = json_document(16 * 1024).slice(..16 * 1024);
-    let case = cases(&events[5], &json_16k).swap_remove(index);
-    let row = measure(&case, n);
+    let case = cases(&events, &json_16k).swap_remove(index);
+    let row = measure(case, n);
     let kib = |bytes: f64| bytes / 1024.0;
     let idle = row.after_idle.map_or(String::from("-"), |(h, rss, heap)| {
         format!("{h} hold {:.1}/{:.1}", kib(rss), kib(heap))
@@ -371,6 +485,7 @@ fn run_case(index: usize, n: usize, allocator: &str) {
         ihp,
         row.rss_after_end.to_string(),
         row.heap_after_end.to_string(),
+        row.heap_after_drop.to_string(),
         row.wire_bytes.to_string(),
         format!("{:.0}", row.setup_ms),
     ];
@@ -386,7 +501,7 @@ fn memory_report(n: usize) {
     let exe = std::env::current_exe().expect("current exe");
     let events = openai_sse_events(500);
     let json_16k = json_document(16 * 1024).slice(..16 * 1024);
-    let count = cases(&events[5], &json_16k).len();
+    let count = cases(&events, &json_16k).len();
     println!(
         "\nmemory per paused stream, {n} streams per case, one process per case, backend {BACKEND}"
     );
@@ -543,6 +658,10 @@ fn main() {
         let index = args[i + 1].parse().expect("case index");
         let allocator = std::env::var("MEMORY_ALLOCATOR").unwrap_or_else(|_| "glibc".into());
         run_case(index, n, &allocator);
+        return;
+    }
+    if common::figures_mode() {
+        figures();
         return;
     }
     memory_report(n);

@@ -880,6 +880,19 @@ pub fn thread_cpu_ns() -> Option<u64> {
     cpu_ns_of("/proc/thread-self/schedstat")
 }
 
+/// CPU time the calling thread has used, in nanoseconds (`CLOCK_THREAD_CPUTIME_ID`: exact, unlike
+/// schedstat, which the kernel updates for a running thread only at scheduler events and ticks).
+pub fn thread_cpu_time_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `ts` is a valid, writable `timespec`, and the clock id is a constant of the platform.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_THREAD_CPUTIME_ID)");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// On-CPU nanoseconds of the thread whose schedstat file is `path`.
 pub fn cpu_ns_of(path: &str) -> Option<u64> {
     std::fs::read_to_string(path)
@@ -935,4 +948,44 @@ pub fn write_csv(name: &str, rows: &[Vec<String>]) {
     } else {
         println!("wrote {}", path.display());
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Figures mode (`scripts/figures.sh`)
+// ---------------------------------------------------------------------------------------------
+
+/// Whether the bench runs in figures mode: `--figures` on the command line. In that mode a bench
+/// measures only what `FIGURES.md` quotes, under the settings a user gets, and prints one
+/// `FIGURE <key> <value>` line per figure; `scripts/figures.py` runs it several times and writes
+/// the median and range over the runs.
+pub fn figures_mode() -> bool {
+    std::env::args().any(|a| a == "--figures")
+}
+
+/// `--quick` (with `--figures`): a smoke run with small sizes; its figures are not published.
+pub fn quick_mode() -> bool {
+    std::env::args().any(|a| a == "--quick")
+}
+
+/// Prints one figure for `scripts/figures.py`.
+pub fn figure(key: &str, value: f64) {
+    assert!(
+        !key.contains(char::is_whitespace),
+        "figure keys have no spaces"
+    );
+    println!("FIGURE {key} {value}");
+}
+
+/// Prints one fact about the run (not a figure) for `scripts/figures.py`.
+pub fn meta(key: &str, value: &str) {
+    println!("META {key} {value}");
+}
+
+/// The value at quantile `q` (0..=1) of `values` (nearest rank; sorted in place).
+pub fn quantile(values: &mut [f64], q: f64) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    values[((values.len() - 1) as f64 * q).round() as usize]
 }
