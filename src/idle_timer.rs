@@ -217,7 +217,11 @@ mod tests {
         slot.set(&waker);
         assert!(wake_at(Instant::now() + Duration::from_millis(20), &slot));
         drop(slot); // the body went away
-        assert_eq!(Arc::strong_count(&count), 2, "only the test's waker holds the task");
+        assert_eq!(
+            Arc::strong_count(&count),
+            2,
+            "only the test's waker holds the task"
+        );
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(count.0.load(AtomicOrdering::SeqCst), 0);
     }

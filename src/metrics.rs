@@ -227,7 +227,10 @@ impl Observer {
     /// Bytes of the inner body handed to the compressor (or passed through).
     pub(crate) fn input(&mut self, n: usize, compressed: bool) {
         self.stats.bytes_in += n as u64;
-        if self.expected_len.is_some_and(|len| self.stats.bytes_in >= len) {
+        if self
+            .expected_len
+            .is_some_and(|len| self.stats.bytes_in >= len)
+        {
             self.stats.completed = true;
         }
         if compressed {

@@ -707,7 +707,10 @@ async fn passed_through_bodies_of_known_length_are_complete_on_the_wire() {
             if outcome != Outcome::Status {
                 assert_eq!(wire.body.len(), len, "{path} {proto:?}");
             }
-            assert!(wire.values("content-encoding").is_empty(), "{path} {proto:?}");
+            assert!(
+                wire.values("content-encoding").is_empty(),
+                "{path} {proto:?}"
+            );
             let give_up = std::time::Instant::now() + Duration::from_secs(30);
             let stats = loop {
                 let mut stats = log.take();

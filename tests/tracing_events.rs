@@ -87,7 +87,9 @@ fn a_decision_event_and_an_end_event_with_the_figures() {
             .map(|(_, v)| v.clone())
             .unwrap_or_else(|| panic!("event {i} has no field {name}: {:?}", ours[i]))
     };
-    assert!(ours.iter().all(|(_, level, _)| *level == tracing::Level::DEBUG));
+    assert!(ours
+        .iter()
+        .all(|(_, level, _)| *level == tracing::Level::DEBUG));
     assert_eq!(field(0, "message"), "compression decided");
     assert_eq!(field(0, "outcome"), "gzip");
     assert_eq!(field(0, "status"), "200");
