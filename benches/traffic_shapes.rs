@@ -91,6 +91,19 @@ fn handler_service(
     })
 }
 
+/// The layer every stream of a case goes through (one per process, as one per server).
+fn ours_layer(stack: Stack) -> &'static GzipLayer {
+    static LAYER: std::sync::OnceLock<GzipLayer> = std::sync::OnceLock::new();
+    LAYER.get_or_init(|| {
+        let layer = GzipLayer::new().compress_sse(true);
+        if stack == Stack::OursNeverHibernate {
+            layer.never_hibernate()
+        } else {
+            layer
+        }
+    })
+}
+
 /// Opens one stream through `stack` and spawns its driver task.
 async fn open(stack: Stack, decode: bool) -> Stream {
     let (tx, rx) = mpsc::channel(BURST + 8);
@@ -126,15 +139,9 @@ async fn open(stack: Stack, decode: bool) -> Stream {
         }};
     }
     match stack {
-        Stack::Ours | Stack::Identity => {
-            let svc = GzipLayer::new().compress_sse(true).layer(handler_service());
-            drive!(svc.oneshot(request).await.unwrap().into_body());
-        }
-        Stack::OursNeverHibernate => {
-            let svc = GzipLayer::new()
-                .compress_sse(true)
-                .never_hibernate()
-                .layer(handler_service());
+        // One layer serves every stream, as in a server (its reuse pool is shared).
+        Stack::Ours | Stack::Identity | Stack::OursNeverHibernate => {
+            let svc = ours_layer(stack).layer(handler_service());
             drive!(svc.oneshot(request).await.unwrap().into_body());
         }
         Stack::TowerHttp => {

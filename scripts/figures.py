@@ -268,6 +268,7 @@ SECTIONS = [
             ("allocations per response, ours (client without gzip)", "small.allocs.ours.identity", "count"),
             ("allocations per response, no layer", "small.allocs.none.gzip", "count"),
             ("allocations per response, tower-http (gzip)", "small.allocs.tower_http.gzip", "count"),
+            ("allocations per response, ours minus tower-http (gzip)", "small.allocs.ours_minus_tower_http", "count"),
             ("CPU time per response, ours / raw deflate", "small.ours_over_raw_deflate", "ratio"),
             ("CPU time per response, ours / tower-http", "small.ours_over_tower_http", "ratio"),
             ("CPU time per response, ours, level 6 (absolute)", "small.ours.L6.us", "us1"),

@@ -1,5 +1,5 @@
 //! What compressed SSE costs and saves, measured (run with `-- --nocapture` to see the tables;
-//! docs/streaming-llm.md quotes them).
+//! the figures the docs quote come from `scripts/figures.sh`, see FIGURES.md).
 //!
 //! - Bytes per event, in lockstep: event `k` is handed to the layer, and the body is read until an
 //!   independent decoder (flate2) has all of event `k`; only then is event `k + 1` produced. So
