@@ -269,8 +269,8 @@ SECTIONS = [
             ("allocations per response, no layer", "small.allocs.none.gzip", "count"),
             ("allocations per response, tower-http (gzip)", "small.allocs.tower_http.gzip", "count"),
             ("allocations per response, ours minus tower-http (gzip)", "small.allocs.ours_minus_tower_http", "count"),
-            ("CPU time per response, ours / raw deflate", "small.ours_over_raw_deflate", "ratio"),
-            ("CPU time per response, ours / tower-http", "small.ours_over_tower_http", "ratio"),
+            ("CPU time per response, ours / raw deflate (below 1: ours is faster)", "small.ours_over_raw_deflate", "ratio"),
+            ("CPU time per response, ours / tower-http (below 1: ours is faster)", "small.ours_over_tower_http", "ratio"),
             ("CPU time per response, ours, level 6 (absolute)", "small.ours.L6.us", "us1"),
             ("CPU time per response, ours, level 1 (absolute)", "small.ours.L1.us", "us1"),
             ("loopback requests/s, ours / no layer", "small.loopback.rps_ours_over_none", "ratio"),
@@ -454,8 +454,8 @@ TARGETS = [
     ("longest `poll_frame` on a 16 MB ready chunk ≤ 2 ms", "fairness.ours.max_poll_ms", "ms", lambda v: v <= 2.0),
     # Issue 11.
     ("longest `poll_frame` on a 16 MB ready chunk ≤ 1 ms", "fairness.ours.max_poll_ms", "ms", lambda v: v <= 1.0),
-    ("4 KB JSON ≥ 1.0x tower-http's speed (CPU time)", "small.ours_over_tower_http", "ratio", lambda v: v <= 1.0),
-    ("4 KB JSON ≥ 0.97x raw deflate's speed (CPU time)", "small.ours_over_raw_deflate", "ratio", lambda v: v <= 1 / 0.97),
+    ("4 KB JSON ≥ 1.0x tower-http's speed: our CPU time / tower-http's ≤ 1.0", "small.ours_over_tower_http", "ratio", lambda v: v <= 1.0),
+    ("4 KB JSON ≥ 0.97x raw deflate's speed: our CPU time / raw deflate's ≤ 1.03", "small.ours_over_raw_deflate", "ratio", lambda v: v <= 1 / 0.97),
     ("4 KB JSON: no more allocations than tower-http", "small.allocs.ours_minus_tower_http", "count", lambda v: v <= 0),
     ("≤ 10 B per SSE event (events 10.., level 6)", "stream.sse.L6.steady_bytes_per_event", "b2", lambda v: v <= 10),
     ("busy stream ≤ 400 KiB live heap", "shapes.ours.busy_kib", "kib", lambda v: v <= 400),
@@ -463,8 +463,10 @@ TARGETS = [
     ("idle after one more event ≤ 36 KiB live heap (stretch: ≤ 8 KiB)", "shapes.ours.after_event_kib", "kib", lambda v: v <= 36),
     ("bytes for the first event after waking within 10% of a stream that never slept", "shapes.ours.event_bytes_over_never_slept", "ratio3", lambda v: v <= 1.10),
     # Issue 12.
-    ("metrics + callback cost ≤ 1% (4 KB JSON)", "observability_small_metrics_callback_vs_off", "ratio3", lambda v: v <= 1.01),
-    ("metrics + callback cost ≤ 1% (token stream)", "observability_token_stream_metrics_callback_vs_off", "ratio3", lambda v: v <= 1.01),
+    ("metrics cost ≤ 1% (4 KB JSON)", "observability_small_metrics_vs_off", "ratio3", lambda v: v <= 1.01),
+    ("metrics cost ≤ 1% (token stream)", "observability_token_stream_metrics_vs_off", "ratio3", lambda v: v <= 1.01),
+    ("metrics + callback (which times the compressor) cost ≤ 1% (4 KB JSON)", "observability_small_metrics_callback_vs_off", "ratio3", lambda v: v <= 1.01),
+    ("metrics + callback (which times the compressor) cost ≤ 1% (token stream)", "observability_token_stream_metrics_callback_vs_off", "ratio3", lambda v: v <= 1.01),
 ]
 
 
