@@ -722,7 +722,7 @@ LOAD_SECTION = {
         ("SSE: event latency, p99", "load.sse.latency_p99_ms", "ms1"),
         ("SSE: event latency, max", "load.sse.latency_max_ms", "ms1"),
         ("SSE: server live heap per stream, all streams open, after their first event", "load.sse.heap_kib_per_stream", "kib"),
-        ("SSE: of which came with the first event (compressor; streams that waited over `hibernate_after` for it hibernate right after it)", "load.sse.heap_kib_compressor", "kib"),
+        ("SSE: of which came with the first event (the compressor, less any state dropped by then)", "load.sse.heap_kib_compressor", "kib"),
         ("SSE: server RSS per stream, all streams open, after their first event", "load.sse.rss_kib_per_stream", "kib"),
         ("SSE: server live heap per stream mid-stream (events flowing)", "load.sse.mid_heap_kib", "kib"),
         ("SSE: server live heap after all streams ended", "load.sse.heap_after_mib", "mib1"),
