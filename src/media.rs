@@ -1,7 +1,8 @@
 //! Which media types are left uncompressed.
 //!
-//! The `Content-Type` is parsed into its media type (`type/subtype`, RFC 9110 §8.3.1), lowercased,
-//! with parameters dropped, so `Text/Event-Stream; charset=utf-8` is `text/event-stream`. Patterns:
+//! The `Content-Type` is parsed into its media type (`type/subtype`, RFC 9110 §8.3.1, both tokens)
+//! with parameters dropped, and compared case-insensitively without allocating, so
+//! `Text/Event-Stream; charset=utf-8` matches `text/event-stream`. Patterns:
 //!
 //! | pattern            | matches                                               |
 //! |--------------------|-------------------------------------------------------|
