@@ -680,17 +680,17 @@ impl Compressor {
     /// timer arranges (see `arm_idle_timer`). Returns whether it hibernated now; the bytes that
     /// byte-align the stream before its state is dropped go to `output`.
     fn hibernate_if_idle(&mut self) -> Result<bool, CompressError> {
-        let (Some(after), Some(encoder)) = (self.hibernate_after, &mut self.encoder) else {
+        let awake = self.encoder.as_ref().is_some_and(|e| !e.is_hibernating());
+        if awake && self.hibernate_after.is_some() {
+            self.idle_since.get_or_insert_with(Instant::now);
+        }
+        // The same rule the flush consulted, so the two never disagree.
+        if !self.sleeps_at_this_stall() {
+            return Ok(false);
+        }
+        let Some(encoder) = &mut self.encoder else {
             return Ok(false);
         };
-        if encoder.is_hibernating() {
-            return Ok(false);
-        }
-        let now = Instant::now();
-        let since = *self.idle_since.get_or_insert(now);
-        if !(self.woke_from_idle || now.duration_since(since) >= after) {
-            return Ok(false);
-        }
         let hibernated = encoder.hibernate(&mut self.output)?;
         if hibernated {
             self.woke_from_idle = false;

@@ -188,7 +188,7 @@ pub(crate) fn compress_whole(
 }
 
 /// Reset deflate states kept for reuse. Allocating and zeroing a new state (several hundred KiB)
-/// is most of what a small response costs; resetting a used one clears only its hash table.
+/// is a large part of what a small response costs; resetting a used one clears only its hash table.
 /// Bounded: at most `max_idle` states wait here; more are freed. Only states of the layer's own
 /// level and window are kept and handed out, so responses at another level (a handler's override)
 /// never take the slots the layer's own responses reuse.

@@ -179,8 +179,8 @@ impl GzipLayer {
     /// Keeps up to `max_idle` deflate states of finished responses (and of streams that went to
     /// sleep), reset, for the next responses to reuse. Default: 4. `0` turns reuse off.
     ///
-    /// Allocating and zeroing a new deflate state is most of what compressing a small response
-    /// costs; a reused one only has its hash table cleared. The price is memory: each idle state
+    /// Allocating and zeroing a new deflate state is a large part of what compressing a small
+    /// response costs; a reused one only has its hash table cleared. The price is memory: each idle state
     /// is as large as a live one (see [`max_streams`](Self::max_streams)), held until reused or
     /// until the layer and every service built from it are dropped.
     /// [`idle_compressors`](Self::idle_compressors) tells how many are held. Only states at the
