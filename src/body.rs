@@ -45,6 +45,11 @@ pub(crate) const POLL_FRAME_BUDGET: usize = 256;
 /// Compressed bytes collected before a frame is yielded without waiting for a stall.
 const FRAME_TARGET: usize = 32 * 1024;
 
+/// Deflate states a layer's streams may hold (about 400 KiB each: 25 MiB) before a stream whose
+/// first data came late gives its state up right after that data instead of `hibernate_after`
+/// later (see `Compressor::sleeps_at_this_stall`).
+pub(crate) const AWAKE_STATES_BEFORE_CROWDED: usize = 64;
+
 pin_project! {
     /// The response body produced by [`Gzip`](crate::Gzip): either the inner body unchanged, or the
     /// inner body compressed to one gzip member.
@@ -109,6 +114,9 @@ struct Compressor {
     idle_since: Option<Instant>,
     /// The current burst of data came after an idle period of at least `hibernate_after`.
     woke_from_idle: bool,
+    /// The first data came after a wait of at least `hibernate_after` (cleared at the first
+    /// stall after it). Not idleness by itself (see `sleeps_at_this_stall`).
+    late_first_data: bool,
     /// The deadline the idle timer will wake this body at, if one is registered: at most one is
     /// outstanding, so a stream that stalls after every token registers about once per
     /// `hibernate_after`, not once per token.
@@ -118,8 +126,8 @@ struct Compressor {
     wake_slot: Option<Arc<WakeSlot>>,
     /// Counts this response among the layer's live streams until the compressor is dropped.
     _permit: StreamPermit,
-    /// Reset deflate states shared by the layer's responses.
-    pool: Option<Arc<StatePool>>,
+    /// Reset deflate states shared by the layer's responses, and the count of states they hold.
+    pool: Arc<StatePool>,
     /// The part of the current inner data frame not compressed yet.
     input: Bytes,
     /// Compressed bytes not yielded yet.
@@ -158,7 +166,7 @@ impl<B> GzipBody<B> {
         flush: FlushPolicy,
         hibernate_after: Option<Duration>,
         permit: StreamPermit,
-        pool: Option<Arc<StatePool>>,
+        pool: Arc<StatePool>,
         observer: Option<Box<Observer>>,
     ) -> Self {
         Self {
@@ -174,11 +182,9 @@ impl<B> GzipBody<B> {
                 },
                 flush,
                 hibernate_after,
-                // The wait for the first data is not idleness: a model that thinks for seconds
-                // before its first token is not an idle stream, and before the first data there
-                // is no deflate state to drop anyway.
                 idle_since: None,
                 woke_from_idle: false,
+                late_first_data: false,
                 timer_armed_for: None,
                 wake_slot: None,
                 _permit: permit,
@@ -586,7 +592,7 @@ impl Compressor {
         obs: &mut Option<Box<Observer>>,
     ) -> Result<(), CompressError> {
         let settings = self.settings;
-        let pool = self.pool.clone();
+        let pool = Some(self.pool.clone());
         let encoder = self
             .encoder
             .get_or_insert_with(|| GzipEncoder::new(settings, pool));
@@ -637,6 +643,7 @@ impl Compressor {
             Ok(hibernated) => hibernated,
             Err(e) => return Poll::Ready(self.broken(e, obs)),
         };
+        self.late_first_data = false;
         if !hibernated {
             self.arm_idle_timer(cx);
         }
@@ -663,25 +670,42 @@ impl Compressor {
         let idle_long = self
             .idle_since
             .map_or(after.is_zero(), |since| since.elapsed() >= after);
-        !encoder.is_hibernating() && (self.woke_from_idle || idle_long)
+        // A long wait for the first data is not idleness: a model that thinks for seconds before
+        // its first token sends the next one at once, and should not drop and rebuild its state
+        // in between. But a fleet of periodic streams opened together gets its first events
+        // together too, and keeping every state for `hibernate_after` after them would hold them
+        // all at once (10,000 states are about 4 GB, and the allocator keeps the peak). So when
+        // the layer's streams already hold many states, a late first burst sleeps at once.
+        let crowded = self.late_first_data && self.pool.awake() > AWAKE_STATES_BEFORE_CROWDED;
+        !encoder.is_hibernating() && (self.woke_from_idle || idle_long || crowded)
     }
 
     /// New data arrived: the stream is no longer idle. Remembers whether it had been idle long.
     fn end_idle(&mut self) {
         if let (Some(since), Some(after)) = (self.idle_since.take(), self.hibernate_after) {
-            self.woke_from_idle |= since.elapsed() >= after;
+            let long = since.elapsed() >= after;
+            if self.encoder.is_none() {
+                self.late_first_data = long;
+            } else {
+                self.woke_from_idle |= long;
+            }
         }
     }
 
     /// At a stall, with everything flushed: drops the deflate state if the stream has now been idle
     /// for `hibernate_after`, or if the data just flushed came after such an idle period (a stream
     /// that idles long between events is expected to again; waiting for a poll that may never come
-    /// would keep the state for the whole gap). Checked when the body is polled, which the idle
+    /// would keep the state for the whole gap), or if it was a late first burst in a crowded layer
+    /// (see `sleeps_at_this_stall`). Checked when the body is polled, which the idle
     /// timer arranges (see `arm_idle_timer`). Returns whether it hibernated now; the bytes that
     /// byte-align the stream before its state is dropped go to `output`.
     fn hibernate_if_idle(&mut self) -> Result<bool, CompressError> {
-        let awake = self.encoder.as_ref().is_some_and(|e| !e.is_hibernating());
-        if awake && self.hibernate_after.is_some() {
+        // Stalls are timed from the first one, also before the first data (see `end_idle`).
+        let asleep = self
+            .encoder
+            .as_ref()
+            .is_some_and(GzipEncoder::is_hibernating);
+        if !asleep && self.hibernate_after.is_some() {
             self.idle_since.get_or_insert_with(Instant::now);
         }
         // The same rule the flush consulted, so the two never disagree.
@@ -766,7 +790,7 @@ impl Compressor {
     fn compress_whole(&mut self, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
         let input = std::mem::take(&mut self.input);
         let started = obs.as_ref().and_then(|obs| obs.start());
-        let compressed = codec::compress_whole(self.settings, self.pool.as_deref(), &input);
+        let compressed = codec::compress_whole(self.settings, Some(&self.pool), &input);
         let compressed = match compressed {
             Ok(compressed) => Bytes::from(compressed),
             Err(e) => return Poll::Ready(self.broken(e, obs)),

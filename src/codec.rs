@@ -30,7 +30,7 @@
 
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::{BufMut, BytesMut};
@@ -197,6 +197,9 @@ pub(crate) struct StatePool {
     max_idle: usize,
     level: u32,
     window_bits: u8,
+    /// Deflate states held by streaming encoders right now (hibernating ones hold none): how much
+    /// deflate memory the layer's streams hold, which the body's hibernation rule weighs.
+    awake: AtomicUsize,
 }
 
 impl StatePool {
@@ -206,7 +209,13 @@ impl StatePool {
             max_idle,
             level: settings.level(),
             window_bits: settings.window_bits(),
+            awake: AtomicUsize::new(0),
         }
+    }
+
+    /// How many deflate states streaming encoders of this pool hold right now.
+    pub(crate) fn awake(&self) -> usize {
+        self.awake.load(Ordering::Relaxed)
     }
 
     fn serves(&self, settings: EncoderSettings) -> bool {
@@ -224,7 +233,7 @@ impl StatePool {
     }
 
     fn take(&self, settings: EncoderSettings) -> Option<Compress> {
-        if !self.serves(settings) {
+        if self.max_idle == 0 || !self.serves(settings) {
             return None;
         }
         self.lock().pop()
@@ -256,6 +265,7 @@ impl std::fmt::Debug for StatePool {
         f.debug_struct("StatePool")
             .field("idle", &self.idle())
             .field("max_idle", &self.max_idle)
+            .field("awake", &self.awake())
             .finish()
     }
 }
@@ -323,6 +333,8 @@ impl Tally {
 /// The deflate state and its buffers: everything hibernation drops.
 struct Deflater {
     compress: Compress,
+    /// Counts this state among its pool's awake states until the deflater is dropped.
+    _awake: Option<AwakeState>,
     /// Small writes not yet given to deflate (nor counted in the [`Tally`]). Always empty after a
     /// flush, so hibernation never drops input.
     staged: Vec<u8>,
@@ -336,7 +348,7 @@ impl GzipEncoder {
     pub(crate) fn new(settings: EncoderSettings, pool: Option<Arc<StatePool>>) -> Self {
         Self {
             settings,
-            deflater: Some(Deflater::new(settings, pool.as_deref(), &[])),
+            deflater: Some(Deflater::new(settings, pool.as_ref(), &[])),
             pool,
             tally: Tally {
                 crc: crc32fast::Hasher::new(),
@@ -363,7 +375,7 @@ impl GzipEncoder {
         // Waking: the dictionary is all the input so far (a hibernating stream has none staged).
         if self.deflater.is_none() {
             let pool = self.pool.clone();
-            let deflater = Deflater::new(self.settings, pool.as_deref(), self.dictionary());
+            let deflater = Deflater::new(self.settings, pool.as_ref(), self.dictionary());
             self.deflater = Some(deflater);
         }
         match &mut self.deflater {
@@ -610,14 +622,31 @@ impl Window {
     }
 }
 
+/// One deflate state held by a streaming encoder, counted in [`StatePool::awake`] while it lives.
+struct AwakeState(Arc<StatePool>);
+
+impl AwakeState {
+    fn new(pool: &Arc<StatePool>) -> Self {
+        pool.awake.fetch_add(1, Ordering::Relaxed);
+        Self(pool.clone())
+    }
+}
+
+impl Drop for AwakeState {
+    fn drop(&mut self) {
+        self.0.awake.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Deflater {
-    fn new(settings: EncoderSettings, pool: Option<&StatePool>, dictionary: &[u8]) -> Self {
-        let mut compress = deflate_state(settings, pool);
+    fn new(settings: EncoderSettings, pool: Option<&Arc<StatePool>>, dictionary: &[u8]) -> Self {
+        let mut compress = deflate_state(settings, pool.map(Arc::as_ref));
         if !dictionary.is_empty() {
             prime(&mut compress, dictionary);
         }
         Self {
             compress,
+            _awake: pool.map(AwakeState::new),
             staged: Vec::new(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
         }

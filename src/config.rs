@@ -65,8 +65,7 @@ pub(crate) const DEFAULT_MAX_IDLE_COMPRESSORS: usize = 4;
 impl Config {
     /// A new pool for the current window and limit (the old one is dropped with its states).
     pub(crate) fn renew_pool(&mut self) {
-        self.pool = (self.max_idle_compressors > 0)
-            .then(|| Arc::new(StatePool::new(self.max_idle_compressors, self.encoder)));
+        self.pool = Arc::new(StatePool::new(self.max_idle_compressors, self.encoder));
     }
 }
 
@@ -86,8 +85,9 @@ pub(crate) struct Config {
     pub(crate) hibernate_after: Option<Duration>,
     /// Shared by every clone of the config, so a layer and the services it built count together.
     pub(crate) streams: Arc<StreamCounter>,
-    /// Reset deflate states for reuse; `None` when reuse is off.
-    pub(crate) pool: Option<Arc<StatePool>>,
+    /// Reset deflate states for reuse (none are kept when reuse is off), and the count of deflate
+    /// states the layer's streams hold.
+    pub(crate) pool: Arc<StatePool>,
     pub(crate) max_idle_compressors: usize,
 }
 
@@ -106,10 +106,10 @@ impl Default for Config {
             max_streams: None,
             hibernate_after: Some(DEFAULT_HIBERNATE_AFTER),
             streams: Arc::default(),
-            pool: Some(Arc::new(StatePool::new(
+            pool: Arc::new(StatePool::new(
                 DEFAULT_MAX_IDLE_COMPRESSORS,
                 EncoderSettings::default(),
-            ))),
+            )),
             max_idle_compressors: DEFAULT_MAX_IDLE_COMPRESSORS,
         }
     }

@@ -104,8 +104,13 @@ impl GzipLayer {
     /// A stream whose data came after an idle gap of at least `idle` hibernates right at the
     /// next stall (one event every few seconds: it sleeps between events, not `idle` after each).
     /// The wait for the first data does not count: a model that thinks for seconds before its
-    /// first token does not drop and rebuild its compressor between the first tokens. Token
-    /// streams with gaps well under `idle` never hibernate mid-answer.
+    /// first token does not drop and rebuild its compressor between the first tokens. The one
+    /// exception is a crowded layer: once its streams hold more than 64 deflate states (about
+    /// 25 MiB), a stream whose first data came after a wait of at least `idle` hibernates right
+    /// after that data. Periodic streams opened together get their first events together, and
+    /// holding every state for `idle` after them would need them all at once (10,000 streams:
+    /// about 4 GB, a peak the allocator keeps). Token streams with gaps well under `idle` never
+    /// hibernate mid-answer.
     ///
     /// `Duration::ZERO` hibernates at every stall. With the `miniz` backend the new state cannot
     /// be primed, so output right after waking is larger (still correct).
@@ -207,7 +212,7 @@ impl GzipLayer {
     /// assert_eq!(layer.idle_compressors(), 0); // none until a compressed response has finished
     /// ```
     pub fn idle_compressors(&self) -> usize {
-        self.config.pool.as_ref().map_or(0, |pool| pool.idle())
+        self.config.pool.idle()
     }
 
     /// The number of responses being compressed right now by this layer (its clones and the

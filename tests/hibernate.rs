@@ -328,6 +328,7 @@ fn check_schedule(events: &[Event], level: u32, every_frame: bool) -> TestCaseRe
 fn a_slow_first_token_keeps_the_compressor_for_the_tokens_after_it() {
     let threshold = Duration::from_millis(300);
     let script = Script::new([
+        Step::Pending,
         data(event(0)),
         Step::Pending,
         data(event(1)),
@@ -336,6 +337,7 @@ fn a_slow_first_token_keeps_the_compressor_for_the_tokens_after_it() {
     ]);
     let layer = GzipLayer::new().hibernate_after(threshold);
     let mut body = wrap(&layer, "application/x-ndjson", script);
+    assert!(matches!(poll_once(&mut body), Polled::Pending));
     std::thread::sleep(threshold); // the model thinks before its first token
     let first = expect_frame(&mut body);
     let polled_first = Instant::now();
@@ -350,6 +352,91 @@ fn a_slow_first_token_keeps_the_compressor_for_the_tokens_after_it() {
         gunzip(&[first, second, last].concat()),
         [event(0), event(1)].concat().as_bytes()
     );
+}
+
+/// Bodies that each hold a deflate state: one event, then a stall (no late first data).
+fn awake_bodies(layer: &GzipLayer, n: usize) -> Vec<tower_gzip::GzipBody<Script>> {
+    (0..n)
+        .map(|i| {
+            let script = Script::new([data(event(i)), Step::Pending, Step::End]);
+            let mut body = wrap(layer, "application/x-ndjson", script);
+            expect_frame(&mut body);
+            assert!(body.holds_compressor());
+            body
+        })
+        .collect()
+}
+
+/// A body whose first event comes `threshold` after its first poll, polled through that event's
+/// frame; returns it and the whole output so far.
+fn late_first_event(
+    layer: &GzipLayer,
+    threshold: Duration,
+) -> (tower_gzip::GzipBody<Script>, Bytes) {
+    let script = Script::new([
+        Step::Pending,
+        data(event(0)),
+        Step::Pending,
+        data(event(1)),
+        Step::Pending,
+        Step::End,
+    ]);
+    let mut body = wrap(layer, "application/x-ndjson", script);
+    assert!(matches!(poll_once(&mut body), Polled::Pending));
+    std::thread::sleep(threshold);
+    let first = expect_frame(&mut body);
+    (body, first)
+}
+
+/// Issue 11 (a regression of the late-first-data rule): periodic streams opened together get their
+/// first events together. A layer whose streams already hold more than 64 deflate states lets a
+/// late first burst sleep at once instead of `hibernate_after` later, so a fleet of them never
+/// holds every state at the same time; the stream still decodes as one gzip member. When the
+/// crowd is gone (its bodies dropped or asleep), a late first token keeps its state again.
+#[test]
+fn a_crowded_layer_sheds_the_state_of_a_late_first_event_at_once() {
+    let threshold = Duration::from_millis(200);
+    let layer = GzipLayer::new().hibernate_after(Duration::from_secs(3600));
+    let crowd = awake_bodies(&layer, 65);
+    // `hibernate_after` of an hour for the crowd, and the threshold for the late stream: both
+    // layers share one pool only if built from the same layer, so the late stream's layer is a
+    // clone with another idle time (clones share their pool).
+    let late_layer = layer.clone().hibernate_after(threshold);
+    let (mut body, first) = late_first_event(&late_layer, threshold);
+    assert!(
+        !body.holds_compressor(),
+        "65 states held in the layer: a late first event must give its state up at once"
+    );
+    let second = expect_frame(&mut body);
+    let rest = expect_frame(&mut body);
+    assert_eq!(
+        gunzip(&[first, second, rest].concat()),
+        [event(0), event(1)].concat().as_bytes()
+    );
+
+    // The count follows drops: with the crowd gone, the same shape keeps its state.
+    drop(crowd);
+    let (body, _) = late_first_event(&late_layer, threshold);
+    assert!(
+        body.holds_compressor(),
+        "no crowd: a late first token keeps its state for the tokens after it"
+    );
+}
+
+/// The crowd counts only states that are held: 65 streams that hibernated do not crowd the layer.
+#[test]
+fn hibernated_streams_do_not_crowd_the_layer() {
+    let threshold = Duration::from_millis(200);
+    let layer = GzipLayer::new().hibernate_after(threshold);
+    let mut crowd = awake_bodies(&layer, 65);
+    std::thread::sleep(threshold);
+    for body in &mut crowd {
+        // Polled after the threshold: the stall hibernates (its alignment bytes may come out).
+        let _ = poll_once(body);
+        assert!(!body.holds_compressor());
+    }
+    let (body, _) = late_first_event(&layer, threshold);
+    assert!(body.holds_compressor(), "asleep streams hold no state");
 }
 
 /// Issue 11: a burst, then silence, with nothing polling the body but the server's task: the
