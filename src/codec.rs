@@ -1,10 +1,10 @@
 //! The gzip codec: bytes in, bytes out. No HTTP, no async.
 //!
 //! A gzip member (RFC 1952) is a fixed 10-byte header, a raw deflate stream (RFC 1951) and an 8-byte
-//! trailer (CRC-32 and length of the input). We drive flate2's raw deflate (`Compress::new(level,
-//! false)`) and write the framing ourselves with `crc32fast`: flate2's own gzip CRC is slow on small
-//! chunks in zlib-rs builds (measured when this codec was written), and owning the framing lets a
-//! stream outlive its deflate state (hibernation, below).
+//! trailer (CRC-32 and length of the input). We drive a raw deflate state ([`DeflateState`]: zlib-rs
+//! at a smaller memory level, or miniz_oxide) and write the framing ourselves with `crc32fast`:
+//! flate2's own gzip CRC is slow on small chunks in zlib-rs builds (measured when this codec was
+//! written), and owning the framing lets a stream outlive its deflate state (hibernation, below).
 //!
 //! Invariants:
 //! - `flush` emits a sync-flush block only if input was written since the previous flush, so idle
@@ -34,8 +34,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::{BufMut, BytesMut};
-use flate2::{Compress, Compression, FlushCompress, Status};
 
+use crate::deflate::{DeflateState, Flush};
 use crate::error::CompressError;
 
 /// Size of the buffer the deflate stream writes into before the bytes are copied to the output.
@@ -171,14 +171,7 @@ pub(crate) fn compress_whole(
     let mut out = Vec::with_capacity(settings.max_header_len() + bound + 8);
     settings.write_header(&mut out);
     let mut compress = deflate_state(settings, pool);
-    loop {
-        let consumed = compress.total_in() as usize;
-        match compress.compress_vec(&input[consumed..], &mut out, FlushCompress::Finish)? {
-            Status::StreamEnd => break,
-            // Only if the bound above were too small: make room and go on.
-            Status::Ok | Status::BufError => out.reserve(input.len() / 4 + 64),
-        }
-    }
+    compress.finish_into(input, &mut out)?;
     if let Some(pool) = pool {
         pool.give(settings, compress);
     }
@@ -193,7 +186,7 @@ pub(crate) fn compress_whole(
 /// level and window are kept and handed out, so responses at another level (a handler's override)
 /// never take the slots the layer's own responses reuse.
 pub(crate) struct StatePool {
-    idle: Mutex<Vec<Compress>>,
+    idle: Mutex<Vec<DeflateState>>,
     max_idle: usize,
     level: u32,
     window_bits: u8,
@@ -227,12 +220,12 @@ impl StatePool {
         self.lock().len()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Compress>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<DeflateState>> {
         // The vector stays consistent even if a holder panicked: take it.
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn take(&self, settings: EncoderSettings) -> Option<Compress> {
+    fn take(&self, settings: EncoderSettings) -> Option<DeflateState> {
         if self.max_idle == 0 || !self.serves(settings) {
             return None;
         }
@@ -241,7 +234,7 @@ impl StatePool {
 
     /// Takes back a state that is no longer needed. It is reset here, by the response that is
     /// done with it, not by the next one.
-    fn give(&self, settings: EncoderSettings, mut state: Compress) {
+    fn give(&self, settings: EncoderSettings, mut state: DeflateState) {
         if !self.serves(settings) || self.max_idle == 0 {
             return;
         }
@@ -249,8 +242,7 @@ impl StatePool {
             return;
         }
         state.reset();
-        #[cfg(feature = "zlib-rs")]
-        if state.set_level(Compression::new(settings.level())).is_err() {
+        if state.set_level(settings.level()).is_err() {
             return; // (a reset state always accepts it)
         }
         let mut idle = self.lock();
@@ -271,9 +263,9 @@ impl std::fmt::Debug for StatePool {
 }
 
 /// A deflate state for `settings`: a reset one from `pool` if it has one, else a new one.
-fn deflate_state(settings: EncoderSettings, pool: Option<&StatePool>) -> Compress {
+fn deflate_state(settings: EncoderSettings, pool: Option<&StatePool>) -> DeflateState {
     pool.and_then(|pool| pool.take(settings))
-        .unwrap_or_else(|| new_deflate(Compression::new(settings.level()), settings.window_bits()))
+        .unwrap_or_else(|| DeflateState::new(settings.level(), settings.window_bits()))
 }
 
 /// A number uniform in `0..=max`, drawn afresh for every call, unpredictable without the key.
@@ -332,7 +324,7 @@ impl Tally {
 
 /// The deflate state and its buffers: everything hibernation drops.
 struct Deflater {
-    compress: Compress,
+    compress: DeflateState,
     /// Counts this state among its pool's awake states until the deflater is dropped.
     _awake: Option<AwakeState>,
     /// Small writes not yet given to deflate (nor counted in the [`Tally`]). Always empty after a
@@ -354,7 +346,7 @@ impl GzipEncoder {
                 crc: crc32fast::Hasher::new(),
                 input_len: 0,
                 // Without `set_dictionary` (miniz_oxide) a window could never prime anything.
-                history: (settings.can_hibernate && cfg!(feature = "zlib-rs"))
+                history: (settings.can_hibernate && DeflateState::PRIMES)
                     .then(|| Window::new(1 << settings.window_bits())),
             },
             header_written: false,
@@ -401,11 +393,7 @@ impl GzipEncoder {
             return Ok(());
         }
         if let Some(deflater) = &mut self.deflater {
-            let mode = if align {
-                FlushCompress::Sync
-            } else {
-                FlushCompress::Partial
-            };
+            let mode = if align { Flush::Sync } else { Flush::Partial };
             deflater.flush(mode, &mut self.tally, out)?;
             self.aligned = align;
         }
@@ -443,7 +431,7 @@ impl GzipEncoder {
         }
         if let Some(mut deflater) = self.deflater.take() {
             if !self.aligned {
-                if let Err(e) = deflater.flush(FlushCompress::Sync, &mut self.tally, out) {
+                if let Err(e) = deflater.flush(Flush::Sync, &mut self.tally, out) {
                     self.deflater = Some(deflater);
                     return Err(e);
                 }
@@ -557,25 +545,20 @@ impl Window {
     /// and reused, so packing allocates only the packed bytes). Keeps the window as it is if
     /// packing would not save memory or fails.
     #[cfg(feature = "zlib-rs")]
-    fn pack(&mut self, compress: &mut Compress) {
+    fn pack(&mut self, compress: &mut DeflateState) {
         if self.packed.is_some() || self.len == 0 {
             return;
         }
         compress.reset();
-        if compress.set_level(Compression::fast()).is_err() {
+        if compress.set_level(1).is_err() {
             return;
         }
         let len = self.len;
         let mut packed = Vec::with_capacity(len / 2 + 64);
         let data = self.contiguous();
-        loop {
-            let consumed = compress.total_in() as usize;
-            match compress.compress_vec(&data[consumed..], &mut packed, FlushCompress::Finish) {
-                Ok(Status::StreamEnd) => break,
-                // Not worth it once the packed window nears the window's own size.
-                Ok(_) if packed.capacity() < len * 3 / 4 => packed.reserve(len / 4),
-                _ => return,
-            }
+        // Not worth it once the packed window nears the window's own size.
+        if compress.finish_into(data, &mut packed).is_err() || packed.len() >= len * 3 / 4 {
+            return;
         }
         self.packed = Some(packed.into_boxed_slice());
         self.buf = Box::default();
@@ -585,7 +568,7 @@ impl Window {
     /// Without `set_dictionary` (miniz_oxide), a new state cannot be primed: the window would
     /// never be used again, so it is dropped.
     #[cfg(not(feature = "zlib-rs"))]
-    fn pack(&mut self, _compress: &mut Compress) {
+    fn pack(&mut self, _compress: &mut DeflateState) {
         self.buf = Box::default();
         self.head = 0;
         self.len = 0;
@@ -642,7 +625,7 @@ impl Deflater {
     fn new(settings: EncoderSettings, pool: Option<&Arc<StatePool>>, dictionary: &[u8]) -> Self {
         let mut compress = deflate_state(settings, pool.map(Arc::as_ref));
         if !dictionary.is_empty() {
-            prime(&mut compress, dictionary);
+            compress.set_dictionary(dictionary);
         }
         Self {
             compress,
@@ -695,7 +678,7 @@ impl Deflater {
         for slice in input.chunks(DEFLATE_SLICE) {
             let mut rest = slice;
             while !rest.is_empty() {
-                let (consumed, _) = self.run(rest, FlushCompress::None, out)?;
+                let (consumed, _) = self.run(rest, Flush::None, out)?;
                 rest = &rest[consumed..];
             }
         }
@@ -704,7 +687,7 @@ impl Deflater {
 
     fn flush(
         &mut self,
-        mode: FlushCompress,
+        mode: Flush,
         tally: &mut Tally,
         out: &mut BytesMut,
     ) -> Result<(), CompressError> {
@@ -721,17 +704,16 @@ impl Deflater {
     fn finish(&mut self, tally: &mut Tally, out: &mut BytesMut) -> Result<(), CompressError> {
         self.deflate_staged(tally, out)?;
         loop {
-            let before = self.compress.total_out();
-            let status = self
+            let progress = self
                 .compress
-                .compress(&[], &mut self.scratch, FlushCompress::Finish)?;
-            let produced = (self.compress.total_out() - before) as usize;
-            out.extend_from_slice(&self.scratch[..produced]);
-            match status {
-                Status::StreamEnd => return Ok(()),
-                // More output is pending only if the scratch buffer was filled.
-                Status::Ok | Status::BufError if produced > 0 => continue,
-                Status::Ok | Status::BufError => return Err(CompressError::stalled()),
+                .compress(&[], &mut self.scratch, Flush::Finish)?;
+            out.extend_from_slice(&self.scratch[..progress.produced]);
+            if progress.ended {
+                return Ok(());
+            }
+            // More output is pending only if the scratch buffer was filled.
+            if progress.produced == 0 {
+                return Err(CompressError::stalled());
             }
         }
     }
@@ -740,13 +722,11 @@ impl Deflater {
     fn run(
         &mut self,
         input: &[u8],
-        flush: FlushCompress,
+        flush: Flush,
         out: &mut BytesMut,
     ) -> Result<(usize, usize), CompressError> {
-        let (in_before, out_before) = (self.compress.total_in(), self.compress.total_out());
-        self.compress.compress(input, &mut self.scratch, flush)?;
-        let consumed = (self.compress.total_in() - in_before) as usize;
-        let produced = (self.compress.total_out() - out_before) as usize;
+        let progress = self.compress.compress(input, &mut self.scratch, flush)?;
+        let (consumed, produced) = (progress.consumed, progress.produced);
         if consumed == 0 && produced == 0 && !input.is_empty() {
             // Deflate with free output space always makes progress; guard against a spin anyway.
             return Err(CompressError::stalled());
@@ -755,29 +735,6 @@ impl Deflater {
         Ok((consumed, produced))
     }
 }
-
-/// A raw deflate stream (no zlib header) with the given window.
-#[cfg(feature = "zlib-rs")]
-fn new_deflate(level: Compression, window_bits: u8) -> Compress {
-    Compress::new_with_window_bits(level, false, window_bits)
-}
-
-/// miniz_oxide always uses a 32 KiB window.
-#[cfg(not(feature = "zlib-rs"))]
-fn new_deflate(level: Compression, _window_bits: u8) -> Compress {
-    Compress::new(level, false)
-}
-
-/// Primes a fresh deflate state with the input that preceded it. If the backend refuses (it should
-/// not), the stream goes on without a dictionary: still correct, only larger for a while.
-#[cfg(feature = "zlib-rs")]
-fn prime(compress: &mut Compress, dictionary: &[u8]) {
-    let _ = compress.set_dictionary(dictionary);
-}
-
-/// miniz_oxide has no `set_dictionary`: waking starts with an empty window (correct, larger).
-#[cfg(not(feature = "zlib-rs"))]
-fn prime(_compress: &mut Compress, _dictionary: &[u8]) {}
 
 impl std::fmt::Debug for GzipEncoder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -1144,13 +1101,9 @@ mod tests {
             // Rotate the ring again so packing starts from a wrapped head.
             window.remember(&expected[..expected.len().min(7)]);
             let expected = window.contiguous().to_vec();
-            let mut compress = new_deflate(Compression::new(6), 15);
+            let mut compress = DeflateState::new(6, 15);
             compress
-                .compress_vec(
-                    b"some earlier stream",
-                    &mut Vec::with_capacity(64),
-                    FlushCompress::Sync,
-                )
+                .compress(b"some earlier stream", &mut [0; 64], Flush::Sync)
                 .unwrap();
             window.pack(&mut compress);
             assert!(window.buf.is_empty(), "{capacity}/{fill}: still unpacked");
@@ -1191,10 +1144,10 @@ mod tests {
             assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
         }
         let partial = out.len();
-        let mut sync = flate2::Compress::new(Compression::new(6), false);
+        let mut sync = flate2::Compress::new(flate2::Compression::new(6), false);
         let mut sync_out = Vec::with_capacity(1 << 20);
         for event in &events {
-            sync.compress_vec(event.as_bytes(), &mut sync_out, FlushCompress::Sync)
+            sync.compress_vec(event.as_bytes(), &mut sync_out, flate2::FlushCompress::Sync)
                 .unwrap();
         }
         assert!(

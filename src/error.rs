@@ -4,7 +4,7 @@ use std::fmt;
 
 /// The deflate stream failed while compressing a response body.
 ///
-/// This does not happen with a correctly working flate2 backend; it exists so that a backend fault
+/// This does not happen with a correctly working deflate backend; it exists so that a backend fault
 /// ends the body with an error instead of a panic or a corrupt stream. Errors of the wrapped body are
 /// never turned into this type: they reach the caller unchanged (boxed), so they can be downcast.
 ///
@@ -21,35 +21,62 @@ use std::fmt;
 /// ```
 #[derive(Debug)]
 pub struct CompressError {
-    source: Option<flate2::CompressError>,
+    kind: Kind,
+}
+
+#[derive(Debug)]
+enum Kind {
+    /// The backend reported an error, with its message if it gave one.
+    Backend(Option<String>),
+    /// The deflate stream neither consumed input nor produced output.
+    Stalled,
 }
 
 impl CompressError {
     /// The deflate stream neither consumed input nor produced output.
     pub(crate) fn stalled() -> Self {
-        Self { source: None }
+        Self {
+            kind: Kind::Stalled,
+        }
     }
-}
 
-impl From<flate2::CompressError> for CompressError {
-    fn from(e: flate2::CompressError) -> Self {
-        Self { source: Some(e) }
+    /// The deflate backend failed, saying `message` if anything.
+    pub(crate) fn backend(message: Option<&str>) -> Self {
+        Self {
+            kind: Kind::Backend(message.map(str::to_owned)),
+        }
     }
 }
 
 impl fmt::Display for CompressError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.source {
-            Some(_) => f.pad("gzip compression failed"),
-            None => f.pad("gzip compression made no progress"),
+        match &self.kind {
+            Kind::Backend(None) => f.write_str("gzip compression failed"),
+            Kind::Backend(Some(message)) => write!(f, "gzip compression failed: {message}"),
+            Kind::Stalled => f.write_str("gzip compression made no progress"),
         }
     }
 }
 
-impl std::error::Error for CompressError {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        self.source
-            .as_ref()
-            .map(|e| e as &(dyn std::error::Error + 'static))
+impl std::error::Error for CompressError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_say_what_failed() {
+        assert_eq!(
+            CompressError::backend(Some("stream error")).to_string(),
+            "gzip compression failed: stream error"
+        );
+        assert_eq!(
+            CompressError::backend(None).to_string(),
+            "gzip compression failed"
+        );
+        assert_eq!(
+            CompressError::stalled().to_string(),
+            "gzip compression made no progress"
+        );
     }
 }

@@ -179,6 +179,7 @@ mod codec;
 mod config;
 mod control;
 mod decision;
+mod deflate;
 mod error;
 mod idle_timer;
 mod layer;

@@ -1,0 +1,280 @@
+//! One raw deflate state (RFC 1951: no zlib or gzip wrapper) behind the few operations the codec
+//! needs, over either backend.
+//!
+//! With `zlib-rs` (the default) the state is zlib-rs's own, driven through its safe API rather than
+//! through flate2's `Compress`, for one reason: flate2 always asks for memory level 8, and this
+//! crate uses [`MEMORY_LEVEL`] 7. The memory level sizes only the buffers that collect a block's
+//! symbols and its output (zlib-rs's hash table is fixed), so level 7 takes 56 KiB off every state
+//! (371 to 315 KiB) for blocks half as long: bulk output about 0.1% larger, token streams (whose
+//! blocks end at every flush anyway) byte for byte the same. Measured in `FIGURES.md`.
+//!
+//! With only `miniz` the state is flate2's `Compress` over miniz_oxide, which has a fixed window
+//! and memory use and cannot be primed with a dictionary.
+
+use crate::error::CompressError;
+
+/// zlib's `memLevel` for every deflate state this crate creates (zlib-rs backend; see the module
+/// docs). zlib's default, and flate2's only choice, is 8.
+#[cfg(feature = "zlib-rs")]
+pub(crate) const MEMORY_LEVEL: i32 = 7;
+
+/// How far a [`DeflateState::compress`] call flushes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flush {
+    /// Deflate decides what to emit.
+    None,
+    /// Ends the block and appends an empty fixed-code block (10 bits): everything so far is
+    /// decodable, but the stream does not end on a byte boundary.
+    Partial,
+    /// Ends the block and appends an empty stored block (`00 00 ff ff`): decodable and
+    /// byte-aligned.
+    Sync,
+    /// Ends the deflate stream.
+    Finish,
+}
+
+/// What one [`DeflateState::compress`] call did.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Progress {
+    pub(crate) consumed: usize,
+    pub(crate) produced: usize,
+    /// The deflate stream is complete (only after [`Flush::Finish`]).
+    pub(crate) ended: bool,
+}
+
+/// A raw deflate state.
+pub(crate) struct DeflateState {
+    #[cfg(feature = "zlib-rs")]
+    inner: zlib_rs::Deflate,
+    #[cfg(not(feature = "zlib-rs"))]
+    inner: flate2::Compress,
+}
+
+#[cfg(feature = "zlib-rs")]
+impl DeflateState {
+    /// Whether [`set_dictionary`](Self::set_dictionary) primes the state (so a hibernated stream
+    /// can wake with its window).
+    pub(crate) const PRIMES: bool = true;
+
+    /// A new state at `level` (0..=9) with a window of `2^window_bits` bytes (9..=15).
+    pub(crate) fn new(level: u32, window_bits: u8) -> Self {
+        let config = zlib_rs::DeflateConfig {
+            level: level.min(9) as i32,
+            // Negative: raw deflate, no zlib header (the codec writes the gzip framing).
+            window_bits: -i32::from(window_bits.clamp(9, 15)),
+            mem_level: MEMORY_LEVEL,
+            ..zlib_rs::DeflateConfig::default()
+        };
+        Self {
+            inner: zlib_rs::Deflate::new_with_config(config),
+        }
+    }
+
+    /// Compresses from `input` into `output`, flushing as `flush` says.
+    pub(crate) fn compress(
+        &mut self,
+        input: &[u8],
+        output: &mut [u8],
+        flush: Flush,
+    ) -> Result<Progress, CompressError> {
+        use zlib_rs::DeflateFlush;
+        let flush = match flush {
+            Flush::None => DeflateFlush::NoFlush,
+            Flush::Partial => DeflateFlush::PartialFlush,
+            Flush::Sync => DeflateFlush::SyncFlush,
+            Flush::Finish => DeflateFlush::Finish,
+        };
+        let (in_before, out_before) = (self.inner.total_in(), self.inner.total_out());
+        let status = self
+            .inner
+            .compress(input, output, flush)
+            .map_err(|_| CompressError::backend(self.inner.error_message()))?;
+        Ok(Progress {
+            consumed: (self.inner.total_in() - in_before) as usize,
+            produced: (self.inner.total_out() - out_before) as usize,
+            ended: matches!(status, zlib_rs::Status::StreamEnd),
+        })
+    }
+
+    /// Makes the state ready for a new stream, keeping its memory.
+    pub(crate) fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    /// Changes the level; called only on a state with no pending input (just reset).
+    pub(crate) fn set_level(&mut self, level: u32) -> Result<(), CompressError> {
+        match self.inner.set_level(level.min(9) as i32) {
+            Ok(zlib_rs::Status::Ok) => Ok(()),
+            _ => Err(CompressError::backend(self.inner.error_message())),
+        }
+    }
+
+    /// Primes a fresh state with the input that preceded it. If the backend refuses (it should
+    /// not), the stream goes on without a dictionary: still correct, only larger for a while.
+    pub(crate) fn set_dictionary(&mut self, dictionary: &[u8]) {
+        let _ = self.inner.set_dictionary(dictionary);
+    }
+}
+
+#[cfg(not(feature = "zlib-rs"))]
+impl DeflateState {
+    /// miniz_oxide has no `set_dictionary`: a woken stream starts with an empty window.
+    pub(crate) const PRIMES: bool = false;
+
+    /// A new state at `level`; miniz_oxide always uses a 32 KiB window.
+    pub(crate) fn new(level: u32, _window_bits: u8) -> Self {
+        Self {
+            inner: flate2::Compress::new(flate2::Compression::new(level.min(9)), false),
+        }
+    }
+
+    /// Compresses from `input` into `output`, flushing as `flush` says.
+    pub(crate) fn compress(
+        &mut self,
+        input: &[u8],
+        output: &mut [u8],
+        flush: Flush,
+    ) -> Result<Progress, CompressError> {
+        use flate2::FlushCompress;
+        let flush = match flush {
+            Flush::None => FlushCompress::None,
+            Flush::Partial => FlushCompress::Partial,
+            Flush::Sync => FlushCompress::Sync,
+            Flush::Finish => FlushCompress::Finish,
+        };
+        let (in_before, out_before) = (self.inner.total_in(), self.inner.total_out());
+        let status = self
+            .inner
+            .compress(input, output, flush)
+            .map_err(|e| CompressError::backend(e.message()))?;
+        Ok(Progress {
+            consumed: (self.inner.total_in() - in_before) as usize,
+            produced: (self.inner.total_out() - out_before) as usize,
+            ended: matches!(status, flate2::Status::StreamEnd),
+        })
+    }
+
+    /// Makes the state ready for a new stream, keeping its memory.
+    pub(crate) fn reset(&mut self) {
+        self.inner.reset();
+    }
+
+    /// Nothing to change: the pool hands a state only to responses of its own level, and packing a
+    /// window (the other caller) is skipped with this backend.
+    #[allow(clippy::unused_self)] // the zlib-rs build's signature
+    pub(crate) fn set_level(&mut self, _level: u32) -> Result<(), CompressError> {
+        Ok(())
+    }
+
+    /// Not supported by miniz_oxide (see [`PRIMES`](Self::PRIMES)).
+    #[allow(clippy::unused_self)] // the zlib-rs build's signature
+    pub(crate) fn set_dictionary(&mut self, _dictionary: &[u8]) {}
+}
+
+impl DeflateState {
+    /// Compresses all of `input` into `out` (appending) and ends the deflate stream. `out` grows
+    /// as needed; reserve the expected size beforehand to avoid regrowth.
+    pub(crate) fn finish_into(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), CompressError> {
+        let mut consumed = 0;
+        loop {
+            // Safe code cannot hand deflate uninitialised memory: the room is zeroed first.
+            let start = out.len();
+            if out.capacity() - start < 64 {
+                out.reserve(input.len() / 4 + 64);
+            }
+            out.resize(out.capacity(), 0);
+            let progress = self.compress(&input[consumed..], &mut out[start..], Flush::Finish);
+            let produced = progress.as_ref().map_or(0, |p| p.produced);
+            out.truncate(start + produced);
+            let progress = progress?;
+            consumed += progress.consumed;
+            if progress.ended {
+                return Ok(());
+            }
+            if progress.consumed == 0 && progress.produced == 0 && out.capacity() > out.len() {
+                return Err(CompressError::stalled());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    fn inflate(raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        flate2::read::DeflateDecoder::new(raw)
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn finish_into_round_trips_and_grows_past_a_too_small_reservation() {
+        let input: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
+            .collect();
+        for reserved in [0, 16, 1 << 20] {
+            let mut state = DeflateState::new(6, 15);
+            let mut out = Vec::with_capacity(reserved);
+            out.extend_from_slice(b"xy");
+            state.finish_into(&input, &mut out).unwrap();
+            assert_eq!(&out[..2], b"xy");
+            assert_eq!(inflate(&out[2..]), input, "reserved {reserved}");
+        }
+    }
+
+    #[test]
+    fn partial_and_sync_flushes_make_everything_so_far_decodable() {
+        let mut state = DeflateState::new(6, 15);
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        for (i, flush) in [Flush::Partial, Flush::Sync, Flush::Partial]
+            .into_iter()
+            .enumerate()
+        {
+            let line = format!("line {i} of a stream\n");
+            let p = state.compress(line.as_bytes(), &mut buf, flush).unwrap();
+            assert_eq!(p.consumed, line.len());
+            assert!(!p.ended);
+            out.extend_from_slice(&buf[..p.produced]);
+            let mut decoded = Vec::new();
+            let _ = flate2::read::DeflateDecoder::new(&out[..]).read_to_end(&mut decoded);
+            assert!(
+                String::from_utf8_lossy(&decoded).ends_with(&line),
+                "{flush:?}"
+            );
+        }
+    }
+
+    #[cfg(feature = "zlib-rs")]
+    #[test]
+    fn a_primed_state_refers_back_into_its_dictionary() {
+        let text = b"a sentence long enough to be worth a back-reference, twice";
+        let mut primed = DeflateState::new(6, 15);
+        primed.set_dictionary(text);
+        let mut cold = DeflateState::new(6, 15);
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        primed.finish_into(text, &mut a).unwrap();
+        cold.finish_into(text, &mut b).unwrap();
+        assert!(
+            a.len() + 20 < b.len(),
+            "primed {} vs cold {}",
+            a.len(),
+            b.len()
+        );
+        let mut inflater = flate2::Decompress::new(false);
+        inflater.set_dictionary(text).unwrap();
+        let mut decoded = vec![0; text.len()];
+        inflater
+            .decompress(&a, &mut decoded, flate2::FlushDecompress::Finish)
+            .unwrap();
+        assert_eq!(&decoded[..], &text[..]);
+    }
+}
