@@ -591,11 +591,11 @@ impl Compressor {
         input: &[u8],
         obs: &mut Option<Box<Observer>>,
     ) -> Result<(), CompressError> {
-        let settings = self.settings;
-        let pool = Some(self.pool.clone());
+        let (settings, pool) = (self.settings, &self.pool);
+        // (The pool is cloned only when the encoder is created: not an atomic op per write.)
         let encoder = self
             .encoder
-            .get_or_insert_with(|| GzipEncoder::new(settings, pool));
+            .get_or_insert_with(|| GzipEncoder::new(settings, Some(pool.clone())));
         let Some(obs) = obs else {
             return encoder.write(input, &mut self.output);
         };
