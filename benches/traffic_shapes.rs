@@ -340,5 +340,11 @@ fn main() {
             "shapes.ours.event_bytes_over_never_slept",
             table[0].4 / never,
         );
+        // tower-http sync-flushes every event, as a stream about to sleep again must: the same
+        // flush, so this compares what the restored window buys.
+        common::figure(
+            "shapes.ours.event_bytes_over_tower_http",
+            table[0].4 / table[2].4,
+        );
     }
 }

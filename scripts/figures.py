@@ -396,6 +396,7 @@ SECTIONS = [
             ("bytes for that event, ours, `never_hibernate()`", "shapes.ours_never_hibernate.event_bytes", "b1"),
             ("bytes for that event, tower-http", "shapes.tower_http.event_bytes", "b1"),
             ("bytes for that event, slept / never slept", "shapes.ours.event_bytes_over_never_slept", "ratio3"),
+            ("bytes for that event, slept / tower-http (the same sync flush, no sleep: what the restored window is worth)", "shapes.ours.event_bytes_over_tower_http", "ratio3"),
         ],
     },
     {

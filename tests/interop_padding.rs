@@ -13,11 +13,12 @@
 
 mod interop_support;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Version;
-use interop_support::chromium::Chromium;
+use interop_support::browser::*;
 use interop_support::clients::*;
 use interop_support::*;
 use tokio::time::timeout;
@@ -227,63 +228,18 @@ async fn reqwest_decodes_a_large_padded_json_body_whole() {
 // Chromium
 // ---------------------------------------------------------------------------------------------
 
-/// One browser at a time: Chromium is heavy for a 2-core machine.
-static BROWSER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 /// `?mode=events|lines|large&path=...`: reads `path` with `EventSource`, a streaming `fetch`
 /// split into lines, or a whole `fetch` parsed as JSON, and reports each step to `/report`.
-const PAGE: &str = r#"<!doctype html>
-<html lang="en">
-<head><meta charset="utf-8"><title>tower-gzip padding interop</title></head>
-<body>
-<script>
-"use strict";
-const params = new URLSearchParams(location.search);
+static PAGE: LazyLock<String> = LazyLock::new(|| {
+    page(
+        "tower-gzip padding interop",
+        r#"const params = new URLSearchParams(location.search);
 const mode = params.get("mode"), path = params.get("path");
-
-let chain = Promise.resolve();
-function report(kind, text) {
-  const body = kind + "\n" + text;
-  chain = chain.then(() => fetch("/report", { method: "POST", body }).then(() => {}, () => {}));
-  return chain;
-}
-window.addEventListener("error", (e) => report("error", "uncaught: " + e.message));
-window.addEventListener("unhandledrejection", (e) => report("error", "unhandled rejection: " + e.reason));
-
-function events() {
-  const source = new EventSource(path);
-  source.onopen = () => report("open", "");
-  source.onmessage = (event) => {
-    report("event", event.data);
-    if (event.data === "[DONE]") {
-      source.close();
-      report("closed", "");
-    }
-  };
-  source.onerror = () => {
-    report("error", "EventSource error, readyState " + source.readyState);
-    source.close();
-  };
-}
 
 async function lines() {
   const response = await fetch(path);
   report("head", [response.status, response.headers.get("content-encoding")].join(" "));
-  const reader = response.body.getReader();
-  const decoder = new TextDecoder();
-  let buffered = "";
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    buffered += decoder.decode(value, { stream: true });
-    let newline;
-    while ((newline = buffered.indexOf("\n")) >= 0) {
-      report("line", buffered.slice(0, newline));
-      buffered = buffered.slice(newline + 1);
-    }
-  }
-  buffered += decoder.decode();
-  report("end", buffered);
+  await reportLines(response);
 }
 
 async function large() {
@@ -294,88 +250,24 @@ async function large() {
   report("large", [response.headers.get("content-encoding"), json.items.length, sum].join("\n"));
 }
 
-const modes = { events, lines, large };
-if (modes[mode]) {
-  Promise.resolve().then(modes[mode]).catch((e) => report("error", "failed: " + e));
-} else {
-  report("error", "unknown mode " + mode);
-}
-</script>
-</body>
-</html>
-"#;
+run({ events: () => eventSource(path), lines, large }, "mode", mode);
+"#,
+    )
+});
 
-/// The next report from the page as (kind, text); a page error or an unexpected request fails.
-async fn next(server: &mut TestServer, waiting_for: &str) -> Result<(String, String), String> {
-    let report = server.next_report(waiting_for).await?;
-    let (kind, text) = report.split_once('\n').unwrap_or((&report, ""));
-    match kind {
-        "error" | "unexpected" => Err(format!(
-            "while waiting for {waiting_for}, the page reported {kind}: {text}"
-        )),
-        _ => Ok((kind.to_owned(), text.to_owned())),
-    }
-}
-
-async fn expect(
-    server: &mut TestServer,
-    waiting_for: &str,
-    kind: &str,
-    text: &str,
-) -> Result<(), String> {
-    let (got_kind, got_text) = next(server, waiting_for).await?;
-    if got_kind != kind || got_text != text {
-        return Err(format!(
-            "waiting for {waiting_for}: expected {kind} {text:?}, the page reported {got_kind} {got_text:?}"
-        ));
-    }
-    Ok(())
-}
-
-/// A Chromium showing the page in `mode` on `path`, holding the one-browser-at-a-time lock.
-struct Browser {
-    chromium: Chromium,
-    _one_at_a_time: tokio::sync::MutexGuard<'static, ()>,
-}
-
-/// Opens the page; register the feed of `path` first, the page asks for it at once.
-async fn open(server: &TestServer, mode: &str, path: &str) -> Browser {
-    let lock = BROWSER.lock().await;
-    let url = server.url(&format!("/page?mode={mode}&path={path}"));
-    match Chromium::launch(&url) {
-        Ok(chromium) => Browser {
-            chromium,
-            _one_at_a_time: lock,
-        },
-        Err(e) => panic!("{e}"),
-    }
-}
-
-/// Fails the test with `result`'s error and the end of Chromium's log.
-fn verdict(what: &str, browser: Browser, result: Result<(), String>) {
-    if let Err(e) = result {
-        panic!(
-            "{what}: {e}\n--- end of chromium's log ---\n{}",
-            browser.chromium.log_tail()
-        );
-    }
+/// Opens the page in `mode` on `path`; register the feed of `path` first, the page asks for it at
+/// once.
+async fn open_page(server: &TestServer, mode: &str, path: &str) -> Browser {
+    open(server, &format!("mode={mode}&path={path}")).await
 }
 
 async fn event_source_lockstep(path: &'static str) {
-    let mut server = TestServer::with_page(PAGE).await;
+    let mut server = TestServer::with_page(&PAGE).await;
     let feed = server.feed(path);
-    let browser = open(&server, "events", path).await;
+    let browser = open_page(&server, "events", path).await;
     let result = async {
         let server = &mut server;
-        expect(server, "the stream to open", "open", "").await?;
-        for (k, event) in openai_events(&answer_tokens()).iter().enumerate() {
-            feed.send(Bytes::from(event.clone()))
-                .await
-                .map_err(|_| format!("the server dropped the body before event {k}"))?;
-            expect(server, &format!("event {k}"), "event", event_data(event)).await?;
-        }
-        expect(server, "the page to close the stream", "closed", "").await?;
-        drop(feed);
+        events_in_lockstep(server, feed, &openai_events(&answer_tokens())).await?;
         check_exchange(server, path, Some("gzip"), Some(Version::HTTP_11))?;
         Ok(())
     }
@@ -395,20 +287,13 @@ async fn chromium_event_source_decodes_a_padded_sse_stream_that_hibernates_betwe
 
 /// A streaming `fetch` of `/ndjson-padded`, fed `lines` in lockstep.
 async fn fetch_lines_lockstep(lines: Vec<String>) {
-    let mut server = TestServer::with_page(PAGE).await;
+    let mut server = TestServer::with_page(&PAGE).await;
     let feed = server.feed(NDJSON_PADDED);
-    let browser = open(&server, "lines", NDJSON_PADDED).await;
+    let browser = open_page(&server, "lines", NDJSON_PADDED).await;
     let result = async {
         let server = &mut server;
         expect(server, "the response head", "head", "200 gzip").await?;
-        for (k, line) in lines.iter().enumerate() {
-            feed.send(Bytes::from(line.clone()))
-                .await
-                .map_err(|_| format!("the server dropped the body before line {k}"))?;
-            expect(server, &format!("line {k}"), "line", line.trim_end()).await?;
-        }
-        drop(feed);
-        expect(server, "the end of the body", "end", "").await?;
+        lines_in_lockstep(server, feed, &lines).await?;
         check_exchange(server, NDJSON_PADDED, Some("gzip"), Some(Version::HTTP_11))?;
         Ok(())
     }
@@ -428,8 +313,8 @@ async fn chromium_fetch_decodes_a_padded_empty_body() {
 
 #[tokio::test]
 async fn chromium_decodes_and_parses_a_large_padded_json_body() {
-    let mut server = TestServer::with_page(PAGE).await;
-    let browser = open(&server, "large", LARGE_PADDED).await;
+    let mut server = TestServer::with_page(&PAGE).await;
+    let browser = open_page(&server, "large", LARGE_PADDED).await;
     let result = async {
         let server = &mut server;
         let (_, count, sum) = large_json();

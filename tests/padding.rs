@@ -8,13 +8,13 @@
 mod support;
 
 use std::collections::BTreeSet;
-use std::io::Write;
-use std::process::{Command, Stdio};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use support::*;
 use tower_gzip::{FlushPolicy, GzipLayer};
+
+const SSE: &str = "text/event-stream";
 
 /// The padding length (LEN) of a gzip member's header, after checking the header's layout; `None`
 /// when the member has no extra field.
@@ -108,31 +108,6 @@ fn bounds_above_the_extra_field_limit_are_capped() {
     }
 }
 
-/// Runs `chunks` through `layer` with a stall after each; returns the frames it yielded and
-/// whether the deflate state was held after each stall.
-fn frames_with_stalls(layer: &GzipLayer, chunks: &[Vec<u8>]) -> (Vec<Bytes>, Vec<bool>) {
-    let mut steps = Vec::new();
-    for chunk in chunks {
-        steps.push(Step::Data(Bytes::from(chunk.clone())));
-        steps.push(Step::Pending);
-    }
-    steps.push(Step::End);
-    let mut body = wrap(layer, "text/event-stream", Script::new(steps));
-    let mut frames = Vec::new();
-    let mut held = Vec::new();
-    loop {
-        match poll_once(&mut body) {
-            Polled::Data(d) => {
-                frames.push(d);
-                held.push(body.holds_compressor());
-            }
-            Polled::Pending => {}
-            Polled::End => return (frames, held),
-            other => panic!("{other:?}"),
-        }
-    }
-}
-
 fn events(n: usize) -> Vec<Vec<u8>> {
     (0..n)
         .map(|i| {
@@ -164,7 +139,7 @@ fn padded_stream_layers() -> Vec<(&'static str, GzipLayer)> {
 fn padded_streams_decode_after_every_flushed_frame_with_flate2() {
     let chunks = events(40);
     for (name, layer) in padded_stream_layers() {
-        let (frames, held) = frames_with_stalls(&layer, &chunks);
+        let (frames, held) = frames_with_stalls(&layer, SSE, &chunks);
         assert_eq!(
             frames.len(),
             chunks.len() + 1,
@@ -194,7 +169,7 @@ fn a_padded_empty_body_is_a_padded_empty_member() {
     let layer = GzipLayer::new().compress_sse(true).random_padding(64);
     let mut seen = BTreeSet::new();
     for _ in 0..50 {
-        let (frames, _) = frames_with_stalls(&layer, &[]);
+        let (frames, _) = frames_with_stalls(&layer, SSE, &[]);
         assert_eq!(frames.len(), 1);
         seen.insert(padding_of(&frames[0]).expect("padded"));
         assert_eq!(frames[0].len(), 20 + 6 + padding_of(&frames[0]).unwrap());
@@ -207,64 +182,13 @@ fn a_padded_empty_body_is_a_padded_empty_member() {
 // CPython's zlib, frame by frame
 // ---------------------------------------------------------------------------------------------
 
-/// Reads hex frames, one per line; prints per frame `out <hex of decoded bytes>`, then `eof` and
-/// `unused` lines. `wbits=31`: a gzip wrapper, 32 KiB window.
-const DECODER: &str = r#"
-import sys, zlib
-d = zlib.decompressobj(wbits=31)
-for line in sys.stdin:
-    print("out", d.decompress(bytes.fromhex(line.strip())).hex())
-print("eof", d.eof)
-print("unused", d.unused_data.hex())
-"#;
-
-/// Decodes `frames` with Python's zlib; returns the output after each frame and whether the gzip
-/// member was complete (with nothing after it).
-fn python_decode(frames: &[Bytes]) -> (Vec<Vec<u8>>, bool) {
-    let mut child = Command::new("python3")
-        .args(["-c", DECODER])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("python3 runs (CI installs it)");
-    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
-    let input: String = frames.iter().map(|f| hex(f) + "\n").collect();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(input.as_bytes())
-        .unwrap();
-    let output = child.wait_with_output().unwrap();
-    assert!(output.status.success(), "python zlib failed: {output:?}");
-    let text = String::from_utf8(output.stdout).unwrap();
-    let mut decoded = Vec::new();
-    let mut eof = false;
-    for line in text.lines() {
-        let (key, value) = line.split_once(' ').unwrap_or((line, ""));
-        match key {
-            "out" => decoded.push(
-                (0..value.len())
-                    .step_by(2)
-                    .map(|i| u8::from_str_radix(&value[i..i + 2], 16).unwrap())
-                    .collect(),
-            ),
-            "eof" => eof = value == "True",
-            "unused" => assert_eq!(value, "", "no bytes after the gzip member"),
-            _ => panic!("unexpected line {line:?}"),
-        }
-    }
-    assert_eq!(decoded.len(), frames.len());
-    (decoded, eof)
-}
-
 #[test]
 fn python_zlib_decodes_each_flushed_frame_of_padded_streams() {
     let chunks = events(30);
     for (name, layer) in padded_stream_layers() {
-        let (frames, _) = frames_with_stalls(&layer, &chunks);
+        let (frames, _) = frames_with_stalls(&layer, SSE, &chunks);
         assert!(padding_of(&frames[0]).is_some());
-        let (decoded, eof) = python_decode(&frames);
+        let (decoded, eof) = python::decode(&frames);
         assert!(eof, "{name}: the gzip member is complete");
         for (k, chunk) in chunks.iter().enumerate() {
             assert_eq!(&decoded[k], chunk, "{name}: frame {k} decodes to chunk {k}");
@@ -279,16 +203,17 @@ fn python_zlib_decodes_padded_whole_and_empty_bodies() {
     let layer = GzipLayer::new().random_padding(1000);
     let whole = compress_whole(&layer, &json);
     assert!(padding_of(&whole).is_some());
-    let (decoded, eof) = python_decode(&[whole]);
+    let (decoded, eof) = python::decode(&[whole]);
     assert!(eof);
     assert_eq!(decoded[0], json);
 
     let (frames, _) = frames_with_stalls(
         &GzipLayer::new().compress_sse(true).random_padding(1000),
+        SSE,
         &[],
     );
     assert!(padding_of(&frames[0]).is_some());
-    let (decoded, eof) = python_decode(&frames);
+    let (decoded, eof) = python::decode(&frames);
     assert!(eof, "the padded empty member is complete");
     assert!(decoded.iter().all(Vec::is_empty));
 }

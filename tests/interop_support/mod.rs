@@ -1,5 +1,6 @@
 //! Shared by the `interop_*` tests: a real axum server whose streamed routes are fed chunk by chunk
-//! by the test, the LLM-style test data, and a lockstep runner for command-line clients.
+//! by the test, the LLM-style test data, and a lockstep runner for command-line clients
+//! ([`clients`] has the clients themselves, [`browser`] a test page in headless Chromium).
 //!
 //! Every streamed route takes its body from a channel the test registered with
 //! [`TestServer::feed`] before the client asked for it; the test sends chunk `k + 1` only after
@@ -8,6 +9,7 @@
 //! `EventSource` cannot see `Content-Encoding`, and reqwest drops it after decoding).
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod browser;
 pub mod chromium;
 pub mod clients;
 

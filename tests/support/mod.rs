@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: a scripted body, a way to wrap it in the layer, and
-//! independent gzip decoders (flate2's, not this crate's code).
+//! independent gzip decoders (flate2's here, CPython's zlib in [`python`]; not this crate's code).
 #![allow(dead_code)] // each test binary uses a different subset
+
+pub mod python;
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -149,6 +151,36 @@ where
             Ok(data) => Polled::Data(data),
             Err(frame) => Polled::Trailers(frame.into_trailers().expect("data or trailers")),
         },
+    }
+}
+
+/// Runs `chunks` through `layer` as a `content_type` response, with a stall after each chunk;
+/// returns the frames it yielded and, for each frame, whether the body held its deflate state right
+/// after yielding it.
+pub fn frames_with_stalls(
+    layer: &GzipLayer,
+    content_type: &str,
+    chunks: &[Vec<u8>],
+) -> (Vec<Bytes>, Vec<bool>) {
+    let mut steps = Vec::new();
+    for chunk in chunks {
+        steps.push(Step::Data(Bytes::from(chunk.clone())));
+        steps.push(Step::Pending);
+    }
+    steps.push(Step::End);
+    let mut body = wrap(layer, content_type, Script::new(steps));
+    let mut frames = Vec::new();
+    let mut held = Vec::new();
+    loop {
+        match poll_once(&mut body) {
+            Polled::Data(d) => {
+                frames.push(d);
+                held.push(body.holds_compressor());
+            }
+            Polled::Pending => {}
+            Polled::End => return (frames, held),
+            other => panic!("{other:?}"),
+        }
     }
 }
 
