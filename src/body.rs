@@ -540,6 +540,21 @@ impl Compressor {
                         return self.compress_whole(obs);
                     }
                     self.end_idle();
+                    // The hot path for tiny frames: one that fits the staging buffer joins it
+                    // (no deflate call, no output, so nothing to hand out either).
+                    if len <= budget && self.flush == FlushPolicy::OnStall {
+                        let staged = self
+                            .encoder
+                            .as_mut()
+                            .is_some_and(|encoder| encoder.try_stage(data.chunk()));
+                        if staged {
+                            budget -= len;
+                            if let Some(obs) = obs {
+                                obs.input(len, true);
+                            }
+                            continue;
+                        }
+                    }
                     // A frame that fits this poll's budget is compressed straight from the
                     // frame; only a larger one is kept to be compressed a slice at a time.
                     if len <= budget && data.chunk().len() == len {
@@ -681,7 +696,15 @@ impl Compressor {
     }
 
     /// New data arrived: the stream is no longer idle. Remembers whether it had been idle long.
+    #[inline]
     fn end_idle(&mut self) {
+        // Inline check: a body of ready frames is not idle between them.
+        if self.idle_since.is_some() {
+            self.end_idle_slow();
+        }
+    }
+
+    fn end_idle_slow(&mut self) {
         if let (Some(since), Some(after)) = (self.idle_since.take(), self.hibernate_after) {
             let long = since.elapsed() >= after;
             if self.encoder.is_none() {

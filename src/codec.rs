@@ -376,6 +376,26 @@ impl GzipEncoder {
         }
     }
 
+    /// Stages a small non-empty write if that is all it takes: the encoder holds a deflate state,
+    /// has written its header, and `input` fits in the staging buffer. Nothing is compressed and
+    /// nothing is emitted. Returns `false`, having done nothing, otherwise ([`write`](Self::write)
+    /// then does the rest). The hot path of a body made of tiny frames: one check and a copy per
+    /// frame instead of the full write path.
+    #[inline]
+    pub(crate) fn try_stage(&mut self, input: &[u8]) -> bool {
+        match &mut self.deflater {
+            Some(deflater) if self.header_written => {
+                let staged = deflater.staged.len() + input.len() < STAGE_LEN;
+                if staged {
+                    deflater.staged.extend_from_slice(input);
+                    self.dirty = true;
+                }
+                staged
+            }
+            _ => false,
+        }
+    }
+
     /// Flushes the deflate stream so everything written so far is decodable from `out`.
     ///
     /// A partial flush: the block is ended and followed by an empty fixed-Huffman block (10 bits),

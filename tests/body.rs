@@ -535,3 +535,51 @@ async fn streamed_body_through_a_channel_round_trips_with_each_level() {
         assert_eq!(gunzip(&collected), input, "level {level}");
     }
 }
+
+/// The staging fast path for tiny frames (a frame that fits the staging buffer is only copied):
+/// each stall still flushes everything that came before it, so each line decodes on arrival, and
+/// the metrics and the per-response stats count every byte.
+#[test]
+fn tiny_frames_between_stalls_are_flushed_at_each_stall_and_counted() {
+    let metrics = tower_gzip::GzipMetrics::new();
+    let ended = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = ended.clone();
+    let layer = GzipLayer::new()
+        .metrics(metrics.clone())
+        .on_response_end(move |stats| log.lock().unwrap().push(stats.clone()));
+    let lines: Vec<String> = (0..60)
+        .map(|i| format!("{{\"n\":{i},\"text\":\"token {}\"}}\n", i * 7 % 13))
+        .collect();
+    let mut steps = Vec::new();
+    for line in &lines {
+        for piece in line.as_bytes().chunks(7) {
+            steps.push(data(Bytes::copy_from_slice(piece)));
+        }
+        steps.push(Step::Pending);
+    }
+    steps.push(Step::End);
+    let mut body = wrap(&layer, "application/x-ndjson", Script::new(steps));
+    let mut decoder = StreamingDecoder::default();
+    let mut decoded = Vec::new();
+    let mut expected = Vec::new();
+    for line in &lines {
+        expected.extend_from_slice(line.as_bytes());
+        // The line's frames are staged; the stall after them flushes and hands out one frame.
+        match poll_once(&mut body) {
+            Polled::Data(d) => decoded = decoder.push(&d).to_vec(),
+            other => panic!("expected the frame flushed at the stall, got {other:?}"),
+        }
+        assert_eq!(decoded, expected, "decodable at the stall after {line:?}");
+    }
+    let (rest, _) = drain(&mut body);
+    for frame in rest {
+        decoded = decoder.push(&frame).to_vec();
+    }
+    assert_eq!(decoded, expected);
+    let total = expected.len() as u64;
+    assert_eq!(metrics.input_bytes(), total);
+    let ended = ended.lock().unwrap();
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].bytes_in, total);
+    assert!(ended[0].completed);
+}
