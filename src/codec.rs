@@ -499,17 +499,22 @@ impl GzipEncoder {
 }
 
 /// The last `capacity` bytes of input, in a ring allocated once, at its full size, on the first
-/// write: a busy stream holds exactly one window of history, never a growing buffer.
+/// write: a busy stream holds exactly one window of history, never a growing buffer. Until the
+/// ring is full it is filled by appending, so its memory is touched (made resident) only as input
+/// arrives: a young stream does not pay for a whole window of zeros.
 ///
 /// While the stream hibernates the window is kept packed: deflated (level 1) into a buffer of
 /// just its compressed size, a few KiB for typical JSON or SSE text instead of the whole window,
 /// and inflated again when the stream wakes, byte for byte, so the new deflate state is primed
 /// exactly as it would have been.
 struct Window {
-    buf: Box<[u8]>,
+    /// The remembered bytes: oldest first while filling; once full (`len() == capacity`), a
+    /// ring whose oldest byte is at `head`.
+    buf: Vec<u8>,
     capacity: usize,
-    /// Where the next byte goes (the oldest byte, once the ring is full).
+    /// The oldest byte, once the ring is full (0 while filling).
     head: usize,
+    /// How many bytes are remembered (also while packed, when `buf` is empty).
     len: usize,
     /// The `len` remembered bytes, oldest first, as a raw deflate stream, while `buf` is empty.
     packed: Option<Box<[u8]>>,
@@ -518,7 +523,7 @@ struct Window {
 impl Window {
     fn new(capacity: usize) -> Self {
         Self {
-            buf: Box::default(),
+            buf: Vec::new(),
             capacity,
             head: 0,
             len: 0,
@@ -531,32 +536,33 @@ impl Window {
             return;
         }
         self.unpack();
-        if self.buf.is_empty() {
-            self.buf = vec![0; self.capacity].into_boxed_slice();
+        if self.buf.capacity() < self.capacity {
+            self.buf.reserve_exact(self.capacity - self.buf.len());
         }
         let input = &input[input.len().saturating_sub(self.capacity)..];
-        let first = input.len().min(self.capacity - self.head);
-        self.buf[self.head..self.head + first].copy_from_slice(&input[..first]);
-        let rest = &input[first..];
-        self.buf[..rest.len()].copy_from_slice(rest);
-        self.head = (self.head + input.len()) % self.capacity;
-        self.len = (self.len + input.len()).min(self.capacity);
+        let room = self.capacity - self.buf.len();
+        let (fill, rest) = input.split_at(room.min(input.len()));
+        self.buf.extend_from_slice(fill);
+        if !rest.is_empty() {
+            // Full: overwrite the oldest bytes.
+            let first = rest.len().min(self.capacity - self.head);
+            self.buf[self.head..self.head + first].copy_from_slice(&rest[..first]);
+            let wrapped = &rest[first..];
+            self.buf[..wrapped.len()].copy_from_slice(wrapped);
+            self.head = (self.head + rest.len()) % self.capacity;
+        }
+        self.len = self.buf.len();
     }
 
     /// The remembered bytes, oldest first, as one slice (rotates the ring in place; rare: only
     /// when a hibernated stream wakes).
     fn contiguous(&mut self) -> &[u8] {
         self.unpack();
-        if self.buf.is_empty() {
-            return &[];
-        }
-        if self.len == self.capacity {
+        if self.head != 0 {
             self.buf.rotate_left(self.head);
             self.head = 0;
-            &self.buf[..]
-        } else {
-            &self.buf[..self.len]
         }
+        &self.buf[..]
     }
 }
 
@@ -581,7 +587,7 @@ impl Window {
             return;
         }
         self.packed = Some(packed.into_boxed_slice());
-        self.buf = Box::default();
+        self.buf = Vec::new();
         self.head = 0;
     }
 
@@ -589,7 +595,7 @@ impl Window {
     /// never be used again, so it is dropped.
     #[cfg(not(feature = "zlib-rs"))]
     fn pack(&mut self, _compress: &mut DeflateState) {
-        self.buf = Box::default();
+        self.buf = Vec::new();
         self.head = 0;
         self.len = 0;
     }
@@ -600,18 +606,16 @@ impl Window {
         let Some(packed) = self.packed.take() else {
             return;
         };
-        let mut buf = vec![0; self.capacity].into_boxed_slice();
+        let mut buf = Vec::with_capacity(self.capacity);
+        buf.resize(self.len, 0);
         let mut inflate = flate2::Decompress::new(false);
-        let inflated = inflate.decompress(
-            &packed,
-            &mut buf[..self.len],
-            flate2::FlushDecompress::Finish,
-        );
+        let inflated = inflate.decompress(&packed, &mut buf, flate2::FlushDecompress::Finish);
         if matches!(inflated, Ok(flate2::Status::StreamEnd))
             && inflate.total_out() as usize == self.len
         {
+            // Packed oldest first: the ring starts over in order.
             self.buf = buf;
-            self.head = self.len % self.capacity;
+            self.head = 0;
         } else {
             self.len = 0;
             self.head = 0;
@@ -621,7 +625,7 @@ impl Window {
     /// Heap bytes held by the window right now.
     #[cfg(all(test, feature = "zlib-rs"))]
     fn held(&self) -> usize {
-        self.buf.len() + self.packed.as_ref().map_or(0, |p| p.len())
+        self.buf.capacity() + self.packed.as_ref().map_or(0, |p| p.len())
     }
 }
 
@@ -1075,6 +1079,9 @@ mod tests {
         let mut history = Window::new(4);
         history.remember(b"ab");
         assert_eq!(history.contiguous(), b"ab");
+        // Allocated at full size on the first write, filled (touched) only as input arrives.
+        assert_eq!((history.buf.capacity(), history.buf.len()), (4, 2));
+        let allocation = history.buf.as_ptr();
         history.remember(b"c");
         history.remember(b"de");
         assert_eq!(history.contiguous(), b"bcde");
@@ -1085,7 +1092,12 @@ mod tests {
         assert_eq!(history.contiguous(), b"6789");
         history.remember(b"");
         assert_eq!(history.contiguous(), b"6789");
-        assert_eq!(history.buf.len(), 4, "allocated once, at the window size");
+        assert_eq!(history.buf.len(), 4);
+        assert_eq!(
+            history.buf.as_ptr(),
+            allocation,
+            "allocated once, at the window size"
+        );
         // Against a model, over writes of every size around the capacity.
         let mut ring = Window::new(7);
         let mut model: Vec<u8> = Vec::new();
