@@ -604,6 +604,13 @@ def load_patterns():
         ("load.slow.produced_mid_mib", "Slow readers", r"produced per slow stream: " + NUM + " MiB", 1),
         ("load.slow.produced_end_mib", "Slow readers", r"checked from [^)]*\), " + NUM + " MiB", 1),
         ("load.slow.heap_kib_per_stream", "Slow readers", r"server live heap per stream while stalled: " + NUM + " KiB", 1),
+        ("load.burst.hibernated", "Burst then silence", r"\(hibernate_after 1 s\): " + NUM, 1),
+        ("load.burst.clients", "Burst then silence", r"\(hibernate_after 1 s\): [0-9,]+ of " + NUM, 1),
+        ("load.burst.slept_after_ms", "Burst then silence", r"all hibernated ([0-9.]+(?:ns|µs|ms|s)) into the silence", 1),
+        ("load.burst.heap_busy_kib", "Burst then silence", r"server live heap per stream: " + NUM + " KiB after the burst", 1),
+        ("load.burst.heap_silent_kib", "Burst then silence", r"server live heap per stream: [-0-9.]+ KiB after the burst -> " + NUM + " KiB", 1),
+        ("load.burst.rss_busy_kib", "Burst then silence", r"server RSS per stream: " + NUM + " KiB after the burst", 1),
+        ("load.burst.rss_silent_kib", "Burst then silence", r"server RSS per stream: [-0-9.]+ KiB after the burst -> " + NUM + " KiB", 1),
     ]
 
 
@@ -620,7 +627,7 @@ def sections_of(output):
     blocks = {}
     current = None
     for line in output.splitlines():
-        header = re.match(r"^(SSE load|Disconnects|Slow readers|Errors|Budget) \[", line)
+        header = re.match(r"^(SSE load|Disconnects|Slow readers|Burst then silence|Errors|Budget) \[", line)
         if header:
             current = header.group(1)
             blocks[current] = line + "\n"
@@ -682,7 +689,8 @@ def measure_load(quick, runs_override):
             m = re.search(pattern, block)
             if not m:
                 sys.exit(f"load output: {key} not found (pattern {pattern!r}) in:\n{block or text[-3000:]}")
-            v = parse_duration_ms(m.group(1)) if key == "load.disc.release_ms" else parse_num(m.group(1)) * scale
+            durations = ("load.disc.release_ms", "load.burst.slept_after_ms")
+            v = parse_duration_ms(m.group(1)) if key in durations else parse_num(m.group(1)) * scale
             values.setdefault(key, []).append(v)
         wall = re.search(r"wall time ([0-9.]+(?:ns|µs|ms|s))", blocks.get("SSE load", ""))
         if wall:
@@ -737,6 +745,13 @@ LOAD_SECTION = {
         ("slow readers: produced per stalled stream, half-way through the stall", "load.slow.produced_mid_mib", "mib1"),
         ("slow readers: produced per stalled stream, at the end of the stall", "load.slow.produced_end_mib", "mib1"),
         ("slow readers: server live heap per stalled stream", "load.slow.heap_kib_per_stream", "kib"),
+        ("burst then silence: streams hibernated with no further event", "load.burst.hibernated", "count"),
+        ("burst then silence: of streams", "load.burst.clients", "count"),
+        ("burst then silence: all hibernated this long into the silence (`hibernate_after` 1 s)", "load.burst.slept_after_ms", "ms1"),
+        ("burst then silence: server live heap per stream, right after the burst", "load.burst.heap_busy_kib", "kib"),
+        ("burst then silence: server live heap per stream, silent", "load.burst.heap_silent_kib", "kib"),
+        ("burst then silence: server RSS per stream, right after the burst", "load.burst.rss_busy_kib", "kib"),
+        ("burst then silence: server RSS per stream, silent (after `malloc_trim(0)`)", "load.burst.rss_silent_kib", "kib"),
         ("2 s gaps, hibernating (default): server RSS growth, all streams open", "load.gap.hib.growth_mib", "mib1"),
         ("2 s gaps, hibernating: server RSS peak growth (VmHWM)", "load.gap.hib.peak_growth_mib", "mib1"),
         ("2 s gaps, hibernating: live heap per stream mid-stream", "load.gap.hib.mid_heap_kib", "kib"),
@@ -909,7 +924,7 @@ def main():
             "",
             stamp_table(command, commit, dirty, others, date, mach, duration, load_start, loadavg(), fps,
                         ["| build | debug (`cargo test --test load`), default features |",
-                         "| sizes | " + ("reduced (CI) sizes" if args.quick else "`TOWER_GZIP_LOAD=full`: 10,000 SSE streams of 20 events (one every 500 ms), 10,000 disconnecting clients, 100 slow readers; then 10,000 streams with an event every 2 s (`TOWER_GZIP_LOAD_INTERVAL_MS=2000`), hibernating and with `TOWER_GZIP_LOAD_NEVER_HIBERNATE=1`") + " |"]),
+                         "| sizes | " + ("reduced (CI) sizes" if args.quick else "`TOWER_GZIP_LOAD=full`: 10,000 SSE streams of 20 events (one every 500 ms), 10,000 disconnecting clients, 100 slow readers, 10,000 burst-then-silence streams (50 events, then silence); then 10,000 streams with an event every 2 s (`TOWER_GZIP_LOAD_INTERVAL_MS=2000`), hibernating and with `TOWER_GZIP_LOAD_NEVER_HIBERNATE=1`") + " |"]),
             "",
             "A real hyper server in a child process; the test process is the client and decodes "
             "with flate2. Live heap = the server's counting allocator; RSS = its `VmRSS`; per "

@@ -45,9 +45,9 @@ pub(crate) const POLL_FRAME_BUDGET: usize = 256;
 /// Compressed bytes collected before a frame is yielded without waiting for a stall.
 const FRAME_TARGET: usize = 32 * 1024;
 
-/// Deflate states a layer's streams may hold (about 400 KiB each: 25 MiB) before a stream whose
-/// first data came late gives its state up right after that data instead of `hibernate_after`
-/// later (see `Compressor::sleeps_at_this_stall`).
+/// Deflate states a layer's streams may hold (about 350 KiB each with their window: 22 MiB)
+/// before a stream gives its state up at the first stall after its first data instead of
+/// `hibernate_after` later (see `Compressor::sleeps_at_this_stall`).
 pub(crate) const AWAKE_STATES_BEFORE_CROWDED: usize = 64;
 
 pin_project! {
@@ -114,9 +114,8 @@ struct Compressor {
     idle_since: Option<Instant>,
     /// The current burst of data came after an idle period of at least `hibernate_after`.
     woke_from_idle: bool,
-    /// The first data came after a wait of at least `hibernate_after` (cleared at the first
-    /// stall after it). Not idleness by itself (see `sleeps_at_this_stall`).
-    late_first_data: bool,
+    /// The stream has stalled since its first data (see `sleeps_at_this_stall`).
+    stalled_since_first_data: bool,
     /// The deadline the idle timer will wake this body at, if one is registered: at most one is
     /// outstanding, so a stream that stalls after every token registers about once per
     /// `hibernate_after`, not once per token.
@@ -184,7 +183,7 @@ impl<B> GzipBody<B> {
                 hibernate_after,
                 idle_since: None,
                 woke_from_idle: false,
-                late_first_data: false,
+                stalled_since_first_data: false,
                 timer_armed_for: None,
                 wake_slot: None,
                 _permit: permit,
@@ -658,7 +657,7 @@ impl Compressor {
             Ok(hibernated) => hibernated,
             Err(e) => return Poll::Ready(self.broken(e, obs)),
         };
-        self.late_first_data = false;
+        self.stalled_since_first_data |= self.encoder.is_some();
         if !hibernated {
             self.arm_idle_timer(cx);
         }
@@ -685,13 +684,16 @@ impl Compressor {
         let idle_long = self
             .idle_since
             .map_or(after.is_zero(), |since| since.elapsed() >= after);
-        // A long wait for the first data is not idleness: a model that thinks for seconds before
-        // its first token sends the next one at once, and should not drop and rebuild its state
-        // in between. But a fleet of periodic streams opened together gets its first events
-        // together too, and keeping every state for `hibernate_after` after them would hold them
-        // all at once (10,000 states are about 4 GB, and the allocator keeps the peak). So when
-        // the layer's streams already hold many states, a late first burst sleeps at once.
-        let crowded = self.late_first_data && self.pool.awake() > AWAKE_STATES_BEFORE_CROWDED;
+        // The wait for the first data is not idleness: a model that thinks for seconds before its
+        // first token sends the next one at once, and should not drop and rebuild its state in
+        // between. But at its first stall a stream cannot tell a token stream from a periodic
+        // one, and a fleet of periodic streams opened together gets its first events together:
+        // keeping every state for `hibernate_after` after them would hold them all at once
+        // (10,000 states are about 3.5 GB, and the allocator keeps the peak). So once the layer's
+        // streams hold many states, a stream sleeps at its first stall after its first data: a
+        // token stream then pays one wake, a periodic one never holds its state for long.
+        let crowded =
+            !self.stalled_since_first_data && self.pool.awake() > AWAKE_STATES_BEFORE_CROWDED;
         !encoder.is_hibernating() && (self.woke_from_idle || idle_long || crowded)
     }
 
@@ -706,29 +708,21 @@ impl Compressor {
 
     fn end_idle_slow(&mut self) {
         if let (Some(since), Some(after)) = (self.idle_since.take(), self.hibernate_after) {
-            let long = since.elapsed() >= after;
-            if self.encoder.is_none() {
-                self.late_first_data = long;
-            } else {
-                self.woke_from_idle |= long;
-            }
+            self.woke_from_idle |= since.elapsed() >= after;
         }
     }
 
     /// At a stall, with everything flushed: drops the deflate state if the stream has now been idle
     /// for `hibernate_after`, or if the data just flushed came after such an idle period (a stream
     /// that idles long between events is expected to again; waiting for a poll that may never come
-    /// would keep the state for the whole gap), or if it was a late first burst in a crowded layer
-    /// (see `sleeps_at_this_stall`). Checked when the body is polled, which the idle
+    /// would keep the state for the whole gap), or if this is the first stall after the first
+    /// data in a crowded layer (see `sleeps_at_this_stall`). Checked when the body is polled, which the idle
     /// timer arranges (see `arm_idle_timer`). Returns whether it hibernated now; the bytes that
     /// byte-align the stream before its state is dropped go to `output`.
     fn hibernate_if_idle(&mut self) -> Result<bool, CompressError> {
-        // Stalls are timed from the first one, also before the first data (see `end_idle`).
-        let asleep = self
-            .encoder
-            .as_ref()
-            .is_some_and(GzipEncoder::is_hibernating);
-        if !asleep && self.hibernate_after.is_some() {
+        // The wait for the first data is not timed: it is not idleness (`sleeps_at_this_stall`).
+        let awake = self.encoder.as_ref().is_some_and(|e| !e.is_hibernating());
+        if awake && self.hibernate_after.is_some() {
             self.idle_since.get_or_insert_with(Instant::now);
         }
         // The same rule the flush consulted, so the two never disagree.

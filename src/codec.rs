@@ -575,15 +575,18 @@ impl Window {
         if self.packed.is_some() || self.len == 0 {
             return;
         }
+        let len = self.len;
+        // In order, and holding only what it remembers (not a whole window's allocation), even
+        // if packing fails or is not worth it.
+        self.contiguous();
+        self.buf.shrink_to_fit();
         compress.reset();
         if compress.set_level(1).is_err() {
             return;
         }
-        let len = self.len;
         let mut packed = Vec::with_capacity(len / 2 + 64);
-        let data = self.contiguous();
         // Not worth it once the packed window nears the window's own size.
-        if compress.finish_into(data, &mut packed).is_err() || packed.len() >= len * 3 / 4 {
+        if compress.finish_into(&self.buf, &mut packed).is_err() || packed.len() >= len * 3 / 4 {
             return;
         }
         self.packed = Some(packed.into_boxed_slice());
@@ -1107,6 +1110,31 @@ mod tests {
             model.extend_from_slice(&input);
             let keep = model.len().saturating_sub(7);
             assert_eq!(ring.contiguous(), &model[keep..], "after write {i}");
+        }
+    }
+
+    /// A young stream's window (one event, too small to be worth packing, or bytes that do not
+    /// pack) keeps only its bytes while the stream sleeps, not a whole window's allocation.
+    #[cfg(feature = "zlib-rs")]
+    #[test]
+    fn a_window_that_does_not_pack_keeps_only_its_bytes() {
+        let noise: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        for bytes in [&b"data: {\"a\":1}\n\n"[..], &noise[..]] {
+            let mut window = Window::new(1 << 15);
+            window.remember(bytes);
+            assert_eq!(window.buf.capacity(), 1 << 15);
+            window.pack(&mut DeflateState::new(6, 15));
+            assert!(
+                window.held() <= bytes.len(),
+                "held {} of {}",
+                window.held(),
+                bytes.len()
+            );
+            assert_eq!(window.contiguous(), bytes, "and gives them back");
+            window.remember(b"more");
+            assert_eq!(window.contiguous(), [bytes, b"more"].concat());
         }
     }
 

@@ -106,11 +106,12 @@ impl GzipLayer {
     /// The wait for the first data does not count: a model that thinks for seconds before its
     /// first token does not drop and rebuild its compressor between the first tokens. The one
     /// exception is a crowded layer: once its streams hold more than 64 deflate states (about
-    /// 25 MiB), a stream whose first data came after a wait of at least `idle` hibernates right
-    /// after that data. Periodic streams opened together get their first events together, and
-    /// holding every state for `idle` after them would need them all at once (10,000 streams:
-    /// about 4 GB, a peak the allocator keeps). Token streams with gaps well under `idle` never
-    /// hibernate mid-answer.
+    /// 22 MiB), a stream hibernates at the first stall after its first data. At that stall a
+    /// token stream and a periodic one look alike, and periodic streams opened together get their
+    /// first events together: holding every state for `idle` after them would need them all at
+    /// once (10,000 streams: about 3.5 GB, a peak the allocator keeps). A token stream pays one
+    /// wake for it; past its first stall no stream is put to sleep by the crowd. Token streams
+    /// with gaps well under `idle` never hibernate mid-answer.
     ///
     /// `Duration::ZERO` hibernates at every stall. With the `miniz` backend the new state cannot
     /// be primed, so output right after waking is larger (still correct).

@@ -354,12 +354,15 @@ fn a_slow_first_token_keeps_the_compressor_for_the_tokens_after_it() {
     );
 }
 
-/// Bodies that each hold a deflate state: one event, then a stall (no late first data).
+/// Bodies that each hold a deflate state and have not stalled yet: one event, handed out as its
+/// own frame (`FlushPolicy::EveryFrame` returns it before the inner body is polled again). Built
+/// from a clone of `layer`, so they count in its pool.
 fn awake_bodies(layer: &GzipLayer, n: usize) -> Vec<tower_gzip::GzipBody<Script>> {
+    let layer = layer.clone().flush_policy(FlushPolicy::EveryFrame);
     (0..n)
         .map(|i| {
-            let script = Script::new([data(event(i)), Step::Pending, Step::End]);
-            let mut body = wrap(layer, "application/x-ndjson", script);
+            let script = Script::new([data(event(i)), Step::Pending, Step::Pending, Step::End]);
+            let mut body = wrap(&layer, "application/x-ndjson", script);
             expect_frame(&mut body);
             assert!(body.holds_compressor());
             body
@@ -367,14 +370,9 @@ fn awake_bodies(layer: &GzipLayer, n: usize) -> Vec<tower_gzip::GzipBody<Script>
         .collect()
 }
 
-/// A body whose first event comes `threshold` after its first poll, polled through that event's
-/// frame; returns it and the whole output so far.
-fn late_first_event(
-    layer: &GzipLayer,
-    threshold: Duration,
-) -> (tower_gzip::GzipBody<Script>, Bytes) {
+/// A token stream: its first event, a stall, then a second event.
+fn first_event_then_stall(layer: &GzipLayer) -> (tower_gzip::GzipBody<Script>, Bytes) {
     let script = Script::new([
-        Step::Pending,
         data(event(0)),
         Step::Pending,
         data(event(1)),
@@ -382,60 +380,77 @@ fn late_first_event(
         Step::End,
     ]);
     let mut body = wrap(layer, "application/x-ndjson", script);
-    assert!(matches!(poll_once(&mut body), Polled::Pending));
-    std::thread::sleep(threshold);
     let first = expect_frame(&mut body);
     (body, first)
 }
 
-/// Issue 11 (a regression of the late-first-data rule): periodic streams opened together get their
-/// first events together. A layer whose streams already hold more than 64 deflate states lets a
-/// late first burst sleep at once instead of `hibernate_after` later, so a fleet of them never
-/// holds every state at the same time; the stream still decodes as one gzip member. When the
-/// crowd is gone (its bodies dropped or asleep), a late first token keeps its state again.
+/// Issue 11 (a regression of the rule that the wait for the first data is not idleness):
+/// periodic streams opened together get their first events together. In a layer whose streams
+/// hold more than 64 deflate states, a stream sleeps at the first stall after its first data
+/// instead of `hibernate_after` later, so such a fleet never holds every state at the same time;
+/// its stream still decodes as one gzip member. A stream past its first stall is never put to
+/// sleep by the crowd, and once the crowd is gone a first token keeps its state again.
 #[test]
-fn a_crowded_layer_sheds_the_state_of_a_late_first_event_at_once() {
-    let threshold = Duration::from_millis(200);
+fn a_crowded_layer_sheds_the_state_of_a_stream_at_its_first_stall() {
     let layer = GzipLayer::new().hibernate_after(Duration::from_secs(3600));
-    let crowd = awake_bodies(&layer, 65);
-    // `hibernate_after` of an hour for the crowd, and the threshold for the late stream: both
-    // layers share one pool only if built from the same layer, so the late stream's layer is a
-    // clone with another idle time (clones share their pool).
-    let late_layer = layer.clone().hibernate_after(threshold);
-    let (mut body, first) = late_first_event(&late_layer, threshold);
+    // A token stream that stalled once before the crowd came: it keeps its state throughout.
+    let (mut veteran, veteran_first) = first_event_then_stall(&layer);
+    assert!(veteran.holds_compressor());
+    let crowd = awake_bodies(&layer, 64);
+
+    let (mut body, first) = first_event_then_stall(&layer);
     assert!(
         !body.holds_compressor(),
-        "65 states held in the layer: a late first event must give its state up at once"
+        "65 states held in the layer: a stream must give its state up at its first stall"
     );
     let second = expect_frame(&mut body);
+    assert!(
+        body.holds_compressor(),
+        "woke for its second event, and keeps it"
+    );
     let rest = expect_frame(&mut body);
     assert_eq!(
         gunzip(&[first, second, rest].concat()),
         [event(0), event(1)].concat().as_bytes()
     );
 
+    let veteran_second = expect_frame(&mut veteran);
+    assert!(
+        veteran.holds_compressor(),
+        "past its first stall, a stream is not put to sleep by the crowd"
+    );
+    let veteran_rest = expect_frame(&mut veteran);
+    assert_eq!(
+        gunzip(&[veteran_first, veteran_second, veteran_rest].concat()),
+        [event(0), event(1)].concat().as_bytes()
+    );
+
     // The count follows drops: with the crowd gone, the same shape keeps its state.
     drop(crowd);
-    let (body, _) = late_first_event(&late_layer, threshold);
+    let (body, _) = first_event_then_stall(&layer);
     assert!(
         body.holds_compressor(),
-        "no crowd: a late first token keeps its state for the tokens after it"
+        "no crowd: a stream keeps its state at its first stall"
     );
 }
 
-/// The crowd counts only states that are held: 65 streams that hibernated do not crowd the layer.
+/// The crowd counts only states that are held: 64 streams that hibernated do not crowd the layer.
 #[test]
 fn hibernated_streams_do_not_crowd_the_layer() {
     let threshold = Duration::from_millis(200);
     let layer = GzipLayer::new().hibernate_after(threshold);
-    let mut crowd = awake_bodies(&layer, 65);
+    let mut crowd = awake_bodies(&layer, 64);
+    for body in &mut crowd {
+        // The first stall: idle from now on (nothing to hand out, the event went out already).
+        assert!(matches!(poll_once(body), Polled::Pending));
+    }
     std::thread::sleep(threshold);
     for body in &mut crowd {
         // Polled after the threshold: the stall hibernates (its alignment bytes may come out).
         let _ = poll_once(body);
         assert!(!body.holds_compressor());
     }
-    let (body, _) = late_first_event(&layer, threshold);
+    let (body, _) = first_event_then_stall(&layer);
     assert!(body.holds_compressor(), "asleep streams hold no state");
 }
 
