@@ -384,6 +384,18 @@ fn first_event_then_stall(layer: &GzipLayer) -> (tower_gzip::GzipBody<Script>, B
     (body, first)
 }
 
+/// Takes a body from `first_event_then_stall` through its second event (after which it must hold
+/// its deflate state, `why`) to the end, and checks the whole stream decodes to both events.
+fn second_event_keeps_the_state(body: &mut tower_gzip::GzipBody<Script>, first: Bytes, why: &str) {
+    let second = expect_frame(body);
+    assert!(body.holds_compressor(), "{why}");
+    let rest = expect_frame(body);
+    assert_eq!(
+        gunzip(&[first, second, rest].concat()),
+        [event(0), event(1)].concat().as_bytes()
+    );
+}
+
 /// Issue 11 (a regression of the rule that the wait for the first data is not idleness):
 /// periodic streams opened together get their first events together. In a layer whose streams
 /// hold more than 64 deflate states, a stream sleeps at the first stall after its first data
@@ -403,26 +415,11 @@ fn a_crowded_layer_sheds_the_state_of_a_stream_at_its_first_stall() {
         !body.holds_compressor(),
         "65 states held in the layer: a stream must give its state up at its first stall"
     );
-    let second = expect_frame(&mut body);
-    assert!(
-        body.holds_compressor(),
-        "woke for its second event, and keeps it"
-    );
-    let rest = expect_frame(&mut body);
-    assert_eq!(
-        gunzip(&[first, second, rest].concat()),
-        [event(0), event(1)].concat().as_bytes()
-    );
-
-    let veteran_second = expect_frame(&mut veteran);
-    assert!(
-        veteran.holds_compressor(),
-        "past its first stall, a stream is not put to sleep by the crowd"
-    );
-    let veteran_rest = expect_frame(&mut veteran);
-    assert_eq!(
-        gunzip(&[veteran_first, veteran_second, veteran_rest].concat()),
-        [event(0), event(1)].concat().as_bytes()
+    second_event_keeps_the_state(&mut body, first, "woke for its second event, and keeps it");
+    second_event_keeps_the_state(
+        &mut veteran,
+        veteran_first,
+        "past its first stall, a stream is not put to sleep by the crowd",
     );
 
     // The count follows drops: with the crowd gone, the same shape keeps its state.
