@@ -43,10 +43,11 @@ use tower_gzip::{GzipBody, GzipLayer};
 #[global_allocator]
 static GLOBAL: common::Counting = common::Counting;
 
-/// A handler body that yields `frames`, then stalls until `finish` is set, then ends.
+/// A handler body that yields `frames` (`None`: a stall, `Pending` once), then stalls until
+/// `finish` is set, then ends.
 #[derive(Debug)]
 struct Paused {
-    frames: Arc<[Bytes]>,
+    frames: Arc<[Option<Bytes>]>,
     next: usize,
     finish: Arc<AtomicBool>,
 }
@@ -59,9 +60,12 @@ impl Body for Paused {
         mut self: Pin<&mut Self>,
         _cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        if let Some(frame) = self.frames.get(self.next).cloned() {
+        if let Some(step) = self.frames.get(self.next).cloned() {
             self.next += 1;
-            return Poll::Ready(Some(Ok(Frame::data(frame))));
+            return match step {
+                Some(frame) => Poll::Ready(Some(Ok(Frame::data(frame)))),
+                None => Poll::Pending,
+            };
         }
         if self.finish.load(Ordering::Relaxed) {
             Poll::Ready(None)
@@ -81,8 +85,11 @@ impl Body for Paused {
 struct Schedule {
     name: &'static str,
     content_type: &'static str,
-    /// Frames the handler has ready before it pauses.
-    frames: Arc<[Bytes]>,
+    /// Frames the handler yields before it pauses, `None` where it stalls in between. A stream
+    /// measured as busy has stalled before it pauses, as one mid-answer has: in a layer whose
+    /// streams hold many deflate states, a stream sleeps at its first stall (see
+    /// `GzipLayer::hibernate_after`), so one paused at its first stall would not hold one.
+    frames: Arc<[Option<Bytes>]>,
     /// After pausing, wait this long and poll every body again (`None`: skip the step).
     idle: Option<Duration>,
     /// End the bodies normally (`true`) or drop them mid-body (`false`).
@@ -223,18 +230,23 @@ fn measure(case: Case, n: usize) -> Row {
 }
 
 fn cases(events: &[Bytes], json_16k: &Bytes) -> Vec<Case> {
-    let sse_event = &events[5];
     let sse = |idle: Option<Duration>, end: bool| Schedule {
-        name: "1 SSE event (257 B), paused",
+        name: "2 SSE events (about 257 B each), a stall between, paused",
         content_type: "text/event-stream",
-        frames: vec![sse_event.clone()].into(),
+        frames: vec![Some(events[4].clone()), None, Some(events[5].clone())].into(),
         idle,
         end,
     };
+    let half = json_16k.len() / 2;
     let json = Schedule {
-        name: "16 KiB JSON, paused",
+        name: "16 KiB JSON in two halves, a stall between, paused",
         content_type: "application/json",
-        frames: vec![json_16k.clone()].into(),
+        frames: vec![
+            Some(json_16k.slice(..half)),
+            None,
+            Some(json_16k.slice(half..)),
+        ]
+        .into(),
         idle: None,
         end: true,
     };
@@ -324,9 +336,13 @@ fn cases(events: &[Bytes], json_16k: &Bytes) -> Vec<Case> {
             layer: sse_layer(),
             accept_gzip: true,
             schedule: Schedule {
-                name: "150 SSE events back to back, paused",
+                name: "150 SSE events back to back (a stall after the first), paused",
                 content_type: "text/event-stream",
-                frames: events[1..151].to_vec().into(),
+                frames: std::iter::once(Some(events[1].clone()))
+                    .chain([None])
+                    .chain(events[2..151].iter().cloned().map(Some))
+                    .collect::<Vec<_>>()
+                    .into(),
                 idle: None,
                 end: true,
             },
@@ -344,7 +360,34 @@ const FIGURE_CASES: [(usize, &str); 5] = [
 ];
 
 /// Figures mode: every quoted case in its own child process (a fresh heap), as `FIGURE` lines.
+/// The heap one deflate state takes: zlib-rs at the memory level this crate uses
+/// (`MEMORY_LEVEL` in src/deflate.rs, 7), and flate2's (level 8, what flate2 and so tower-http
+/// always create), both raw deflate, level 6, 32 KiB window.
+#[cfg(feature = "zlib-rs")]
+fn deflate_state_sizes() {
+    let before = live_heap();
+    let ours = zlib_rs::Deflate::new_with_config(zlib_rs::DeflateConfig {
+        level: 6,
+        window_bits: -15,
+        mem_level: 7,
+        ..zlib_rs::DeflateConfig::default()
+    });
+    let ours_bytes = live_heap() - before;
+    let before = live_heap();
+    let flate2_state =
+        flate2::Compress::new_with_window_bits(flate2::Compression::new(6), false, 15);
+    let flate2_bytes = live_heap() - before;
+    drop((ours, flate2_state));
+    common::figure("memory.deflate_state.ours_kib", ours_bytes as f64 / 1024.0);
+    common::figure(
+        "memory.deflate_state.flate2_kib",
+        flate2_bytes as f64 / 1024.0,
+    );
+}
+
 fn figures() {
+    #[cfg(feature = "zlib-rs")]
+    deflate_state_sizes();
     let quick = common::quick_mode();
     let n: usize = if quick { 200 } else { 2000 };
     let exe = std::env::current_exe().expect("current exe");

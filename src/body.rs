@@ -716,9 +716,9 @@ impl Compressor {
     /// for `hibernate_after`, or if the data just flushed came after such an idle period (a stream
     /// that idles long between events is expected to again; waiting for a poll that may never come
     /// would keep the state for the whole gap), or if this is the first stall after the first
-    /// data in a crowded layer (see `sleeps_at_this_stall`). Checked when the body is polled, which the idle
-    /// timer arranges (see `arm_idle_timer`). Returns whether it hibernated now; the bytes that
-    /// byte-align the stream before its state is dropped go to `output`.
+    /// data in a crowded layer (see `sleeps_at_this_stall`). Checked when the body is polled,
+    /// which the idle timer arranges (see `arm_idle_timer`). Returns whether it hibernated now;
+    /// the bytes that byte-align the stream before its state is dropped go to `output`.
     fn hibernate_if_idle(&mut self) -> Result<bool, CompressError> {
         // The wait for the first data is not timed: it is not idleness (`sleeps_at_this_stall`).
         let awake = self.encoder.as_ref().is_some_and(|e| !e.is_hibernating());
