@@ -45,8 +45,8 @@ pub(crate) const POLL_FRAME_BUDGET: usize = 256;
 /// Compressed bytes collected before a frame is yielded without waiting for a stall.
 const FRAME_TARGET: usize = 32 * 1024;
 
-/// Deflate states a layer's streams may hold (about 350 KiB each with their window: 22 MiB)
-/// before a stream gives its state up at the first stall after its first data instead of
+/// Deflate states a layer's streams may hold (a few hundred KiB each, with their window) before a
+/// stream gives its state up at the first stall after its first data instead of
 /// `hibernate_after` later (see `Compressor::sleeps_at_this_stall`).
 pub(crate) const AWAKE_STATES_BEFORE_CROWDED: usize = 64;
 
@@ -689,7 +689,7 @@ impl Compressor {
         // between. But at its first stall a stream cannot tell a token stream from a periodic
         // one, and a fleet of periodic streams opened together gets its first events together:
         // keeping every state for `hibernate_after` after them would hold them all at once
-        // (10,000 states are about 3.5 GB, and the allocator keeps the peak). So once the layer's
+        // (gigabytes for 10,000 streams, and the allocator keeps the peak). So once the layer's
         // streams hold many states, a stream sleeps at its first stall after its first data: a
         // token stream then pays one wake, a periodic one never holds its state for long.
         let crowded =

@@ -4,9 +4,10 @@
 //! With `zlib-rs` (the default) the state is zlib-rs's own, driven through its safe API rather than
 //! through flate2's `Compress`, for one reason: flate2 always asks for memory level 8, and this
 //! crate uses [`MEMORY_LEVEL`] 7. The memory level sizes only the buffers that collect a block's
-//! symbols and its output (zlib-rs's hash table is fixed), so level 7 takes 56 KiB off every state
-//! (371 to 315 KiB) for blocks half as long: bulk output about 0.1% larger, token streams (whose
-//! blocks end at every flush anyway) byte for byte the same. Measured in `FIGURES.md`.
+//! symbols and its output (zlib-rs's hash table is fixed), so level 7 makes every state smaller
+//! for blocks half as long: bulk output slightly larger, token streams (whose blocks end at every
+//! flush anyway) byte for byte the same. Both are measured in `FIGURES.md` (busy-stream memory,
+//! and output size against flate2).
 //!
 //! With only `miniz` the state is flate2's `Compress` over miniz_oxide, which has a fixed window
 //! and memory use and cannot be primed with a dictionary.

@@ -105,13 +105,13 @@ impl GzipLayer {
     /// next stall (one event every few seconds: it sleeps between events, not `idle` after each).
     /// The wait for the first data does not count: a model that thinks for seconds before its
     /// first token does not drop and rebuild its compressor between the first tokens. The one
-    /// exception is a crowded layer: once its streams hold more than 64 deflate states (about
-    /// 22 MiB), a stream hibernates at the first stall after its first data. At that stall a
-    /// token stream and a periodic one look alike, and periodic streams opened together get their
-    /// first events together: holding every state for `idle` after them would need them all at
-    /// once (10,000 streams: about 3.5 GB, a peak the allocator keeps). A token stream pays one
-    /// wake for it; past its first stall no stream is put to sleep by the crowd. Token streams
-    /// with gaps well under `idle` never hibernate mid-answer.
+    /// exception is a crowded layer: once its streams hold more than 64 deflate states, a stream
+    /// hibernates at the first stall after its first data. At that stall a token stream and a
+    /// periodic one look alike, and periodic streams opened together get their first events
+    /// together: holding every state for `idle` after them would need them all at once (gigabytes
+    /// for 10,000 streams, a peak the allocator keeps; [measured](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#load)).
+    /// A token stream pays one wake for it; past its first stall no stream is put to sleep by the
+    /// crowd. Token streams with gaps well under `idle` never hibernate mid-answer.
     ///
     /// `Duration::ZERO` hibernates at every stall. With the `miniz` backend the new state cannot
     /// be primed, so output right after waking is larger (still correct).
