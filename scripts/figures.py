@@ -96,10 +96,12 @@ LOAD_PATHS = MEASURED_PATHS + ["tests/load.rs", "tests/load"]
 
 
 def source_fingerprint(paths):
-    """HEAD plus the uncommitted changes of everything the measured binaries are built from."""
+    """The committed and uncommitted contents of everything the measured binaries are built from
+    (only those paths: a commit that touches nothing else, a doc, leaves it unchanged)."""
+    committed = sh(["git", "ls-tree", "-r", "HEAD", "--"] + paths)
     diff = sh(["git", "diff", "HEAD", "--"] + paths)
     untracked = sh(["git", "ls-files", "--others", "--exclude-standard", "--"] + paths)
-    h = hashlib.sha256((sh(["git", "rev-parse", "HEAD"]) + diff + untracked).encode())
+    h = hashlib.sha256((committed + diff + untracked).encode())
     for path in sorted(untracked.split()):
         try:
             with open(os.path.join(ROOT, path), "rb") as f:
@@ -383,7 +385,8 @@ SECTIONS = [
         "response body driven by its own tokio task as a server drives it, the handler's body fed "
         "by a channel; live heap from a counting allocator, net of the harness's own cost per "
         "stream (the same tasks, channels and bodies sent to a client without gzip). Shapes: "
-        "busy (a 150-event answer sent in quick succession, the stream still open); silent (then "
+        "busy (a 150-event answer sent in quick succession after its first event, which each stream "
+        "flushed at a stall of its own, as a stream mid-answer has; the stream still open); silent (then "
         "4x `hibernate_after` of silence, nothing polling the body but its own task); after one "
         "more event and a 100 ms wait; and the bytes that one event cost on the wire. Ours under "
         "the defaults, ours with `never_hibernate()`, and tower-http's `CompressionLayer` (gzip, "
@@ -752,7 +755,7 @@ LOAD_SECTION = {
         ("burst then silence: streams hibernated with no further event", "load.burst.hibernated", "count"),
         ("burst then silence: of streams", "load.burst.clients", "count"),
         ("burst then silence: all hibernated this long into the silence (`hibernate_after` 1 s)", "load.burst.slept_after_ms", "ms1"),
-        ("burst then silence: server live heap per stream, right after the burst", "load.burst.heap_busy_kib", "kib"),
+        ("burst then silence: server live heap per stream, right after the burst (10,000 streams crowd the layer, so each sleeps at its first stall, here the end of its burst; `benches/traffic_shapes.rs` stalls after the first event and shows the timer path)", "load.burst.heap_busy_kib", "kib"),
         ("burst then silence: server live heap per stream, silent", "load.burst.heap_silent_kib", "kib"),
         ("burst then silence: server RSS per stream, right after the burst", "load.burst.rss_busy_kib", "kib"),
         ("burst then silence: server RSS per stream, silent (after `malloc_trim(0)`)", "load.burst.rss_silent_kib", "kib"),
