@@ -36,7 +36,7 @@ use crate::{BoxError, CompressError, FlushPolicy, Outcome};
 /// A poll therefore does a bounded amount of deflate work however large the inner frame is: a
 /// 16 MB chunk is compressed over many polls instead of holding an executor thread for the whole
 /// chunk ([measured](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#longest-poll)).
-pub(crate) const POLL_INPUT_BUDGET: usize = 32 * 1024;
+pub(crate) const POLL_INPUT_BUDGET: usize = 16 * 1024;
 
 /// Inner frames handled per `poll_frame` call before control goes back to the caller, so a body
 /// that is always ready with empty (or unknown) frames cannot hold the executor.
@@ -44,6 +44,11 @@ pub(crate) const POLL_FRAME_BUDGET: usize = 256;
 
 /// Compressed bytes collected before a frame is yielded without waiting for a stall.
 const FRAME_TARGET: usize = 32 * 1024;
+
+/// Compressed bytes worth a frame of their own when a poll's budget runs out; less is kept for
+/// the next poll (the inner body is ready, so it comes at once), so bulk output goes out in frames
+/// of a useful size however small the budget per poll.
+const MIN_BUDGET_FRAME: usize = 8 * 1024;
 
 /// Deflate states a layer's streams may hold (a few hundred KiB each, with their window) before a
 /// stream gives its state up at the first stall after its first data instead of
@@ -777,7 +782,7 @@ impl Compressor {
         cx: &mut Context<'_>,
         obs: &mut Option<Box<Observer>>,
     ) -> Poll<Step> {
-        if self.output.is_empty() {
+        if self.output.len() < MIN_BUDGET_FRAME {
             cx.waker().wake_by_ref();
             Poll::Pending
         } else {

@@ -11,7 +11,7 @@
 //! - Prefix timeliness: after every poll in which the inner body stalled (returned `Pending`), the
 //!   frames yielded so far decode, with a streaming decoder, to exactly the input delivered so far.
 //!   With `FlushPolicy::EveryFrame` the same holds each time the inner body is asked for a frame.
-//! - No empty data frame is yielded; output frames stay bounded (64 KiB of input per poll).
+//! - No empty data frame is yielded; output frames stay bounded (16 KiB of input per poll).
 //! - Trailers arrive once, after the complete gzip member, and are the inner body's trailers.
 //! - An inner error is surfaced as the same value (downcast), after which the body ends; the
 //!   output is never a complete gzip member, and what it decodes to is a prefix of the input.
@@ -514,9 +514,9 @@ fn gunzip_exact(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
     Ok(out)
 }
 
-/// Largest data frame the adapter may yield. At most 64 KiB of input is compressed per poll, but a
-/// frame also carries what deflate held back from earlier input (its pending buffer, 64 KiB at the
-/// default memory level, and the 4 KiB staging buffer), plus framing. The documented promise is
+/// Largest data frame the adapter may yield. At most 16 KiB of input is compressed per poll, and
+/// output is held back to fill frames of up to 32 KiB; a frame also carries what deflate held back
+/// from earlier input (its pending buffer, and the 4 KiB staging buffer), plus framing. The documented promise is
 /// only that frames stay bounded; this is the bound that follows from the design.
 const MAX_FRAME: usize = 2 * 64 * 1024 + 8 * 1024;
 
