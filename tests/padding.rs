@@ -42,6 +42,8 @@ fn compress_whole(layer: &GzipLayer, body: &Bytes) -> Bytes {
         match poll_once(&mut body) {
             Polled::Data(data) => out.extend_from_slice(&data),
             Polled::End => return Bytes::from(out),
+            // A poll whose input budget is spent yields to the executor (and wakes itself).
+            Polled::Pending => {}
             other => panic!("{other:?}"),
         }
     }
