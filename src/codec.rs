@@ -7,8 +7,8 @@
 //! written), and owning the framing lets a stream outlive its deflate state (hibernation, below).
 //!
 //! Invariants:
-//! - `flush` emits a sync-flush block only if input was written since the previous flush, so idle
-//!   flushes cost nothing and never emit another `00 00 ff ff` marker.
+//! - `flush` emits anything only if input was written since the previous flush, so idle flushes
+//!   cost nothing.
 //! - After `flush` returns, every byte written so far can be decoded from the output so far.
 //! - Compressed output is copied out of a fixed scratch buffer that was zeroed once; this avoids
 //!   `compress_vec`, which zero-fills all spare capacity on every call.
@@ -24,6 +24,14 @@
 //! back-references keep working and the ratio stays close to an uninterrupted stream. The CRC and
 //! length live here, outside deflate, and simply continue.
 //!
+//! Fixed codes for event streams: a stream's deflate state starts with fixed Huffman codes
+//! ([`Codes::Fixed`]), whose flush is the cheapest there is (no empty block after the data: see
+//! `deflate`'s module docs), and which are as small as dynamic codes for event-sized blocks. A
+//! stream that turns out to make larger blocks switches to dynamic codes, whose blocks of many KiB
+//! are up to a quarter smaller: in place while its state is fresh, or else by a sync flush and a
+//! reset primed with the window, exactly as a hibernated stream wakes (see [`FixedCodeAllowance`]).
+//! Complete bodies always use dynamic codes.
+//!
 //! Padding (opt-in, [`EncoderSettings::padding`]): the header then carries an FEXTRA field (RFC
 //! 1952 §2.3.1.1) holding one subfield `TP` of random length, so the length of every member varies
 //! at random. Decoders skip the extra field; only its length matters, so it is zeros.
@@ -35,7 +43,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use bytes::{BufMut, BytesMut};
 
-use crate::deflate::{DeflateState, Flush};
+use crate::deflate::{Codes, DeflateState, Flush};
 use crate::error::CompressError;
 
 /// Size of the buffer the deflate stream writes into before the bytes are copied to the output.
@@ -48,6 +56,16 @@ const STAGE_LEN: usize = 4 * 1024;
 
 /// Largest input handed to one deflate call; large inputs compress faster in slices of this size.
 const DEFLATE_SLICE: usize = 16 * 1024;
+
+/// Bytes of input per flush that fixed codes may cost without losing to dynamic ones: on the
+/// bench JSON flushed every 384 bytes fixed codes with their cheaper flush are 0.4% smaller, every
+/// 512 bytes 2.6% larger, every 2 KiB 19% larger (`FIGURES.md`, stream sizes).
+const FIXED_CODES_BYTES_PER_FLUSH: usize = 512;
+
+/// The most unused [`FIXED_CODES_BYTES_PER_FLUSH`] allowance a stream saves up: a token stream
+/// that sends a few events in one flush keeps its fixed codes, while a long one that turns to
+/// bulk output switches within 4 KiB.
+const FIXED_CODES_MAX_ALLOWANCE: usize = 4 * 1024;
 
 /// The gzip header: ID1 ID2 CM=deflate FLG=0 MTIME=0 (deterministic output); XFL and OS follow.
 const HEADER_PREFIX: [u8; 8] = [0x1f, 0x8b, 0x08, 0, 0, 0, 0, 0];
@@ -170,7 +188,7 @@ pub(crate) fn compress_whole(
     let bound = input.len() + input.len() / 8 + input.len() / 64 + 64;
     let mut out = Vec::with_capacity(settings.max_header_len() + bound + 8);
     settings.write_header(&mut out);
-    let mut compress = deflate_state(settings, pool);
+    let mut compress = deflate_state(settings, pool, Codes::Dynamic);
     compress.finish_into(input, &mut out)?;
     if let Some(pool) = pool {
         pool.give(settings, compress);
@@ -225,11 +243,18 @@ impl StatePool {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn take(&self, settings: EncoderSettings) -> Option<DeflateState> {
+    /// A reset state, one with `codes` if there is one. (A fixed-code state can be made dynamic,
+    /// not the other way round.)
+    fn take(&self, settings: EncoderSettings, codes: Codes) -> Option<DeflateState> {
         if self.max_idle == 0 || !self.serves(settings) {
             return None;
         }
-        self.lock().pop()
+        let mut idle = self.lock();
+        let at = idle.iter().rposition(|state| state.codes() == codes);
+        match at {
+            Some(at) => Some(idle.swap_remove(at)),
+            None => idle.pop(),
+        }
     }
 
     /// Takes back a state that is no longer needed. It is reset here, by the response that is
@@ -242,8 +267,9 @@ impl StatePool {
             return;
         }
         state.reset();
-        if state.set_level(settings.level()).is_err() {
-            return; // (a reset state always accepts it)
+        // (Packing a window may have changed it; a reset state always accepts a new level.)
+        if state.level() != settings.level() && state.set_level(settings.level()).is_err() {
+            return;
         }
         let mut idle = self.lock();
         if idle.len() < self.max_idle {
@@ -262,10 +288,22 @@ impl std::fmt::Debug for StatePool {
     }
 }
 
-/// A deflate state for `settings`: a reset one from `pool` if it has one, else a new one.
-fn deflate_state(settings: EncoderSettings, pool: Option<&StatePool>) -> DeflateState {
-    pool.and_then(|pool| pool.take(settings))
-        .unwrap_or_else(|| DeflateState::new(settings.level(), settings.window_bits()))
+/// A deflate state for `settings`: a reset one from `pool` if it has one (with `codes` if it has
+/// such a one), else a new one with `codes`. Asked for dynamic codes, it has them; asked for fixed
+/// ones, it may have dynamic ones.
+fn deflate_state(
+    settings: EncoderSettings,
+    pool: Option<&StatePool>,
+    codes: Codes,
+) -> DeflateState {
+    let mut state = pool
+        .and_then(|pool| pool.take(settings, codes))
+        .unwrap_or_else(|| DeflateState::new(settings.level(), settings.window_bits(), codes));
+    if codes == Codes::Dynamic {
+        // A reset state is fresh: this cannot fail.
+        let _ = state.try_make_dynamic();
+    }
+    state
 }
 
 /// A number uniform in `0..=max`, drawn afresh for every call, unpredictable without the key.
@@ -331,6 +369,34 @@ struct Deflater {
     /// flush, so hibernation never drops input.
     staged: Vec<u8>,
     scratch: Box<[u8]>,
+    allowance: FixedCodeAllowance,
+}
+
+/// How much more input a fixed-code state may take before the next flush. Fixed codes pay while a
+/// stream's blocks are event-sized; each flush earns [`FIXED_CODES_BYTES_PER_FLUSH`] (up to
+/// [`FIXED_CODES_MAX_ALLOWANCE`]), each byte handed to deflate spends one, and a stream that runs
+/// out switches to dynamic codes for good.
+struct FixedCodeAllowance(usize);
+
+impl FixedCodeAllowance {
+    fn new() -> Self {
+        Self(FIXED_CODES_BYTES_PER_FLUSH)
+    }
+
+    /// Spends `len` bytes; `false` if the allowance does not cover them.
+    fn spend(&mut self, len: usize) -> bool {
+        match self.0.checked_sub(len) {
+            Some(left) => {
+                self.0 = left;
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn earn(&mut self) {
+        self.0 = (self.0 + FIXED_CODES_BYTES_PER_FLUSH).min(FIXED_CODES_MAX_ALLOWANCE);
+    }
 }
 
 impl GzipEncoder {
@@ -581,7 +647,9 @@ impl Window {
         self.contiguous();
         self.buf.shrink_to_fit();
         compress.reset();
-        if compress.set_level(1).is_err() {
+        // Level 1 would make a fixed-code state dynamic for good (see `deflate`): those pack at
+        // their own level, keeping their codes for the next stream.
+        if compress.codes() == Codes::Dynamic && compress.set_level(1).is_err() {
             return;
         }
         let mut packed = Vec::with_capacity(len / 2 + 64);
@@ -650,7 +718,13 @@ impl Drop for AwakeState {
 
 impl Deflater {
     fn new(settings: EncoderSettings, pool: Option<&Arc<StatePool>>, dictionary: &[u8]) -> Self {
-        let mut compress = deflate_state(settings, pool.map(Arc::as_ref));
+        // Switching to dynamic codes mid-stream takes a window to prime the reset state with.
+        let codes = if settings.can_hibernate && DeflateState::PRIMES {
+            Codes::Fixed
+        } else {
+            Codes::Dynamic
+        };
+        let mut compress = deflate_state(settings, pool.map(Arc::as_ref), codes);
         if !dictionary.is_empty() {
             compress.set_dictionary(dictionary);
         }
@@ -659,6 +733,7 @@ impl Deflater {
             _awake: pool.map(AwakeState::new),
             staged: Vec::new(),
             scratch: vec![0; SCRATCH_LEN].into_boxed_slice(),
+            allowance: FixedCodeAllowance::new(),
         }
     }
 
@@ -679,8 +754,7 @@ impl Deflater {
             self.staged.extend_from_slice(input);
             return Ok(());
         }
-        tally.consume(input);
-        self.deflate(input, out)
+        self.feed(input, tally, out)
     }
 
     /// Hands the staged bytes to deflate.
@@ -693,11 +767,44 @@ impl Deflater {
             return Ok(());
         }
         let staged = std::mem::take(&mut self.staged);
-        tally.consume(&staged);
-        let result = self.deflate(&staged, out);
+        let result = self.feed(&staged, tally, out);
         self.staged = staged;
         self.staged.clear();
         result
+    }
+
+    /// Hands `input` to deflate, counted in the tally, with codes that suit the stream.
+    fn feed(
+        &mut self,
+        input: &[u8],
+        tally: &mut Tally,
+        out: &mut BytesMut,
+    ) -> Result<(), CompressError> {
+        if self.compress.codes() == Codes::Fixed && !self.allowance.spend(input.len()) {
+            self.switch_to_dynamic_codes(tally, out)?;
+        }
+        tally.consume(input);
+        self.deflate(input, out)
+    }
+
+    /// Ends fixed codes for this stream: in place if the state is fresh; otherwise the stream is
+    /// byte-aligned (a sync flush) and continues in the same state, reset for dynamic codes and
+    /// primed with the window (everything deflate has been given so far), as a woken stream does.
+    fn switch_to_dynamic_codes(
+        &mut self,
+        tally: &mut Tally,
+        out: &mut BytesMut,
+    ) -> Result<(), CompressError> {
+        if self.compress.try_make_dynamic() {
+            return Ok(());
+        }
+        self.drain(Flush::Sync, out)?;
+        self.compress.reset();
+        self.compress.set_level(self.compress.level())?;
+        if let Some(history) = &mut tally.history {
+            self.compress.set_dictionary(history.contiguous());
+        }
+        Ok(())
     }
 
     /// Hands `input` to deflate without flushing.
@@ -719,6 +826,13 @@ impl Deflater {
         out: &mut BytesMut,
     ) -> Result<(), CompressError> {
         self.deflate_staged(tally, out)?;
+        self.drain(mode, out)?;
+        self.allowance.earn();
+        Ok(())
+    }
+
+    /// Flushes what deflate holds.
+    fn drain(&mut self, mode: Flush, out: &mut BytesMut) -> Result<(), CompressError> {
         // zlib's contract: the flush is complete once a call leaves output space unused.
         loop {
             let (_, produced) = self.run(&[], mode, out)?;
@@ -1069,8 +1183,8 @@ mod tests {
         assert!(pool.idle() <= 2, "bounded: {}", pool.idle());
         assert!(pool.idle() >= 1, "states came back");
         // Only the same level is handed out.
-        assert!(pool.take(level(1)).is_none());
-        assert!(pool.take(level(6)).is_some());
+        assert!(pool.take(level(1), Codes::Dynamic).is_none());
+        assert!(pool.take(level(6), Codes::Dynamic).is_some());
         // A pool of size 0 keeps nothing.
         let none = StatePool::new(0, level(6));
         compress_whole(level(6), Some(&none), b"hello").unwrap();
@@ -1125,7 +1239,7 @@ mod tests {
             let mut window = Window::new(1 << 15);
             window.remember(bytes);
             assert_eq!(window.buf.capacity(), 1 << 15);
-            window.pack(&mut DeflateState::new(6, 15));
+            window.pack(&mut DeflateState::new(6, 15, Codes::Dynamic));
             assert!(
                 window.held() <= bytes.len(),
                 "held {} of {}",
@@ -1161,7 +1275,7 @@ mod tests {
             // Rotate the ring again so packing starts from a wrapped head.
             window.remember(&expected[..expected.len().min(7)]);
             let expected = window.contiguous().to_vec();
-            let mut compress = DeflateState::new(6, 15);
+            let mut compress = DeflateState::new(6, 15, Codes::Dynamic);
             compress
                 .compress(b"some earlier stream", &mut [0; 64], Flush::Sync)
                 .unwrap();

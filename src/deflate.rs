@@ -11,6 +11,22 @@
 //!
 //! With only `miniz` the state is flate2's `Compress` over miniz_oxide, which has a fixed window
 //! and memory use and cannot be primed with a dictionary.
+//!
+//! # Fixed codes and the cheapest flush
+//!
+//! A zlib-rs state can be created for [`Codes::Fixed`]: every block it emits uses the fixed
+//! Huffman codes of RFC 1951 §3.2.6 (or is stored, for incompressible input). A stream whose
+//! blocks are event-sized loses nothing by it (zlib picks fixed codes for such blocks anyway) and
+//! gains the cheapest flush there is: a `Z_BLOCK` flush ends the block and holds back at most 7
+//! bits, and since every block ends with the 7-bit fixed-code end-of-block symbol (a stored block
+//! ends byte-aligned, holding nothing), those bits are never part of the data: everything so far
+//! is decodable, as after a partial flush, without the partial flush's 10-bit empty block. With
+//! dynamic codes the end-of-block symbol can be shorter than 7 bits, so the held bits could be the
+//! tail of the last data symbol; a dynamic state therefore flushes with a partial flush.
+//!
+//! The stable zlib-rs API can turn a fixed-code state into a dynamic one only while it is fresh
+//! (created or reset, nothing compressed yet), and never the other way. See the codec for which
+//! streams get which.
 
 use crate::error::CompressError;
 
@@ -24,14 +40,25 @@ pub(crate) const MEMORY_LEVEL: i32 = 7;
 pub(crate) enum Flush {
     /// Deflate decides what to emit.
     None,
-    /// Ends the block and appends an empty fixed-code block (10 bits): everything so far is
-    /// decodable, but the stream does not end on a byte boundary.
+    /// Everything so far is decodable, but the stream does not end on a byte boundary. A
+    /// [`Codes::Fixed`] state ends the block (`Z_BLOCK`: at most the 7 end-of-block bits held
+    /// back); a dynamic one also appends an empty fixed-code block (`Z_PARTIAL_FLUSH`, 10 bits).
     Partial,
     /// Ends the block and appends an empty stored block (`00 00 ff ff`): decodable and
     /// byte-aligned.
     Sync,
     /// Ends the deflate stream.
     Finish,
+}
+
+/// Which Huffman codes a state's blocks use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Codes {
+    /// Always the fixed codes (or a stored block): the cheapest flush, and as small as dynamic
+    /// codes for event-sized blocks; up to about a quarter larger for blocks of many KiB.
+    Fixed,
+    /// Whichever is smaller per block, zlib's default.
+    Dynamic,
 }
 
 /// What one [`DeflateState::compress`] call did.
@@ -49,6 +76,10 @@ pub(crate) struct DeflateState {
     inner: zlib_rs::Deflate,
     #[cfg(not(feature = "zlib-rs"))]
     inner: flate2::Compress,
+    level: u32,
+    codes: Codes,
+    /// Nothing compressed since the state was created or reset: the codes can still change.
+    fresh: bool,
 }
 
 #[cfg(feature = "zlib-rs")]
@@ -58,16 +89,24 @@ impl DeflateState {
     pub(crate) const PRIMES: bool = true;
 
     /// A new state at `level` (0..=9) with a window of `2^window_bits` bytes (9..=15).
-    pub(crate) fn new(level: u32, window_bits: u8) -> Self {
+    pub(crate) fn new(level: u32, window_bits: u8, codes: Codes) -> Self {
+        let level = level.min(9);
         let config = zlib_rs::DeflateConfig {
-            level: level.min(9) as i32,
+            level: level as i32,
             // Negative: raw deflate, no zlib header (the codec writes the gzip framing).
             window_bits: -i32::from(window_bits.clamp(9, 15)),
             mem_level: MEMORY_LEVEL,
+            strategy: match codes {
+                Codes::Fixed => zlib_rs::Strategy::Fixed,
+                Codes::Dynamic => zlib_rs::Strategy::Default,
+            },
             ..zlib_rs::DeflateConfig::default()
         };
         Self {
             inner: zlib_rs::Deflate::new_with_config(config),
+            level,
+            codes,
+            fresh: true,
         }
     }
 
@@ -81,10 +120,13 @@ impl DeflateState {
         use zlib_rs::DeflateFlush;
         let flush = match flush {
             Flush::None => DeflateFlush::NoFlush,
+            // Safe with fixed codes only (see the module docs).
+            Flush::Partial if self.codes == Codes::Fixed => DeflateFlush::Block,
             Flush::Partial => DeflateFlush::PartialFlush,
             Flush::Sync => DeflateFlush::SyncFlush,
             Flush::Finish => DeflateFlush::Finish,
         };
+        self.fresh = false;
         let (in_before, out_before) = (self.inner.total_in(), self.inner.total_out());
         let status = self
             .inner
@@ -100,12 +142,18 @@ impl DeflateState {
     /// Makes the state ready for a new stream, keeping its memory.
     pub(crate) fn reset(&mut self) {
         self.inner.reset();
+        self.fresh = true;
     }
 
-    /// Changes the level; called only on a state with no pending input (just reset).
+    /// Changes the level, and makes the codes dynamic (zlib-rs's stable API sets the default
+    /// strategy with the level). Only on a fresh state: created or reset, nothing compressed since.
     pub(crate) fn set_level(&mut self, level: u32) -> Result<(), CompressError> {
         match self.inner.set_level(level.min(9) as i32) {
-            Ok(zlib_rs::Status::Ok) => Ok(()),
+            Ok(zlib_rs::Status::Ok) => {
+                self.level = level.min(9);
+                self.codes = Codes::Dynamic;
+                Ok(())
+            }
             _ => Err(CompressError::backend(self.inner.error_message())),
         }
     }
@@ -122,10 +170,14 @@ impl DeflateState {
     /// miniz_oxide has no `set_dictionary`: a woken stream starts with an empty window.
     pub(crate) const PRIMES: bool = false;
 
-    /// A new state at `level`; miniz_oxide always uses a 32 KiB window.
-    pub(crate) fn new(level: u32, _window_bits: u8) -> Self {
+    /// A new state at `level`; miniz_oxide always uses a 32 KiB window, and dynamic codes
+    /// (flate2 cannot ask for fixed ones).
+    pub(crate) fn new(level: u32, _window_bits: u8, _codes: Codes) -> Self {
         Self {
             inner: flate2::Compress::new(flate2::Compression::new(level.min(9)), false),
+            level: level.min(9),
+            codes: Codes::Dynamic,
+            fresh: true,
         }
     }
 
@@ -143,6 +195,7 @@ impl DeflateState {
             Flush::Sync => FlushCompress::Sync,
             Flush::Finish => FlushCompress::Finish,
         };
+        self.fresh = false;
         let (in_before, out_before) = (self.inner.total_in(), self.inner.total_out());
         let status = self
             .inner
@@ -158,6 +211,7 @@ impl DeflateState {
     /// Makes the state ready for a new stream, keeping its memory.
     pub(crate) fn reset(&mut self) {
         self.inner.reset();
+        self.fresh = true;
     }
 
     /// Nothing to change: the pool hands a state only to responses of its own level, and packing a
@@ -173,6 +227,25 @@ impl DeflateState {
 }
 
 impl DeflateState {
+    /// The level the state compresses at.
+    pub(crate) fn level(&self) -> u32 {
+        self.level
+    }
+
+    /// The codes the state's blocks use.
+    pub(crate) fn codes(&self) -> Codes {
+        self.codes
+    }
+
+    /// Switches the state to dynamic codes in place, which only a fresh state allows (see the
+    /// module docs). Returns whether its codes are dynamic now.
+    pub(crate) fn try_make_dynamic(&mut self) -> bool {
+        if self.codes == Codes::Fixed && self.fresh {
+            let _ = self.set_level(self.level);
+        }
+        self.codes == Codes::Dynamic
+    }
+
     /// Compresses all of `input` into `out` (appending) and ends the deflate stream. `out` grows
     /// as needed; reserve the expected size beforehand to avoid regrowth.
     pub(crate) fn finish_into(
@@ -222,7 +295,7 @@ mod tests {
             .flat_map(|i| i.wrapping_mul(2_654_435_761).to_le_bytes())
             .collect();
         for reserved in [0, 16, 1 << 20] {
-            let mut state = DeflateState::new(6, 15);
+            let mut state = DeflateState::new(6, 15, Codes::Dynamic);
             let mut out = Vec::with_capacity(reserved);
             out.extend_from_slice(b"xy");
             state.finish_into(&input, &mut out).unwrap();
@@ -233,7 +306,7 @@ mod tests {
 
     #[test]
     fn partial_and_sync_flushes_make_everything_so_far_decodable() {
-        let mut state = DeflateState::new(6, 15);
+        let mut state = DeflateState::new(6, 15, Codes::Dynamic);
         let mut out = Vec::new();
         let mut buf = [0u8; 4096];
         for (i, flush) in [Flush::Partial, Flush::Sync, Flush::Partial]
@@ -258,9 +331,9 @@ mod tests {
     #[test]
     fn a_primed_state_refers_back_into_its_dictionary() {
         let text = b"a sentence long enough to be worth a back-reference, twice";
-        let mut primed = DeflateState::new(6, 15);
+        let mut primed = DeflateState::new(6, 15, Codes::Dynamic);
         primed.set_dictionary(text);
-        let mut cold = DeflateState::new(6, 15);
+        let mut cold = DeflateState::new(6, 15, Codes::Dynamic);
         let (mut a, mut b) = (Vec::new(), Vec::new());
         primed.finish_into(text, &mut a).unwrap();
         cold.finish_into(text, &mut b).unwrap();
