@@ -1191,6 +1191,153 @@ mod tests {
         assert_eq!(none.idle(), 0);
     }
 
+    fn codes(encoder: &GzipEncoder) -> Codes {
+        encoder.deflater.as_ref().expect("awake").compress.codes()
+    }
+
+    /// Writes `event`, flushes, and checks the output so far decodes to everything written.
+    fn send(encoder: &mut GzipEncoder, event: &[u8], out: &mut BytesMut, sent: &mut Vec<u8>) {
+        encoder.write(event, out).unwrap();
+        encoder.flush(false, out).unwrap();
+        sent.extend_from_slice(event);
+        assert_eq!(gunzip_prefix(out), *sent, "decodable after each flush");
+    }
+
+    /// Token-sized events keep fixed codes (ended by `Z_BLOCK`, nothing but end-of-block bits held
+    /// back); a stream whose blocks grow switches to dynamic codes mid-stream and stays decodable
+    /// at every flush, before, across and after the switch.
+    #[cfg(feature = "zlib-rs")]
+    #[test]
+    fn event_sized_blocks_keep_fixed_codes_and_larger_ones_switch_to_dynamic_mid_stream() {
+        let mut encoder = GzipEncoder::new_unpooled(level(6));
+        let (mut out, mut sent) = (BytesMut::new(), Vec::new());
+        // Incompressible (stored blocks), and text of a few letters, mostly `a`: dynamic codes
+        // give such blocks a short end-of-block symbol, so `Z_BLOCK` would hold back bits of the
+        // last letter in about one block in eight (this test fails with a dynamic-code state).
+        // Fixed codes flush them as decodably as the rest.
+        let noise: Vec<u8> = (0..300u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        send(&mut encoder, &noise, &mut out, &mut sent);
+        for seed in 1..=20 {
+            send(&mut encoder, &skewed(seed), &mut out, &mut sent);
+        }
+        for i in 0..40 {
+            send(&mut encoder, sse_event(i).as_bytes(), &mut out, &mut sent);
+        }
+        // A burst of a few events in one flush is within the saved-up allowance.
+        let burst: String = (40..45).map(sse_event).collect();
+        send(&mut encoder, burst.as_bytes(), &mut out, &mut sent);
+        assert_eq!(codes(&encoder), Codes::Fixed);
+        let before = out.len();
+        send(&mut encoder, &json(300), &mut out, &mut sent);
+        let after = out.len();
+        assert_eq!(
+            codes(&encoder),
+            Codes::Dynamic,
+            "a 10 KB block ends fixed codes"
+        );
+        for i in 45..60 {
+            send(&mut encoder, sse_event(i).as_bytes(), &mut out, &mut sent);
+        }
+        assert_eq!(codes(&encoder), Codes::Dynamic, "for good");
+        encoder.finish(&mut out).unwrap();
+        assert_eq!(gunzip(&out), sent);
+        // The switch costs a sync flush and keeps the window: the big block is about as small as
+        // in a stream that had dynamic codes all along (no hibernation: it cannot switch).
+        let mut reference = GzipEncoder::new_unpooled(EncoderSettings {
+            can_hibernate: false,
+            ..level(6)
+        });
+        let mut reference_out = BytesMut::new();
+        let prefix =
+            sent.len() - json(300).len() - (45..60).map(|i| sse_event(i).len()).sum::<usize>();
+        reference
+            .write(&sent[..prefix], &mut reference_out)
+            .unwrap();
+        reference.flush(false, &mut reference_out).unwrap();
+        let mark = reference_out.len();
+        reference.write(&json(300), &mut reference_out).unwrap();
+        reference.flush(false, &mut reference_out).unwrap();
+        let (ours, theirs) = (after - before, reference_out.len() - mark);
+        assert!(ours <= theirs + 8, "big block: {ours} B vs {theirs} B");
+    }
+
+    /// 94 to 400 bytes over 2 to 5 letters, mostly `a`.
+    fn skewed(seed: u64) -> Vec<u8> {
+        let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let letters = 2 + next() % 4;
+        let len = 94 + next() as usize % 307;
+        (0..len)
+            .map(|_| {
+                let r = next();
+                if (r >> 20) % 3 == 0 {
+                    b'a' + (r % letters) as u8
+                } else {
+                    b'a'
+                }
+            })
+            .collect()
+    }
+
+    /// Fixed codes make token events smaller: the flush needs no empty block.
+    #[cfg(feature = "zlib-rs")]
+    #[test]
+    fn fixed_codes_make_token_events_smaller_than_partial_flushes() {
+        let stream = |settings: EncoderSettings| {
+            let mut encoder = GzipEncoder::new_unpooled(settings);
+            let mut out = BytesMut::new();
+            for i in 0..200 {
+                encoder.write(sse_event(i).as_bytes(), &mut out).unwrap();
+                encoder.flush(false, &mut out).unwrap();
+            }
+            (codes(&encoder), out.len())
+        };
+        let (fixed_codes, fixed) = stream(level(6));
+        // Without hibernation a stream cannot switch mid-stream, so it starts dynamic.
+        let (dynamic_codes, dynamic) = stream(EncoderSettings {
+            can_hibernate: false,
+            ..level(6)
+        });
+        assert_eq!((fixed_codes, dynamic_codes), (Codes::Fixed, Codes::Dynamic));
+        // About 10 bits (the partial flush's empty block) per event.
+        assert!(
+            fixed + 200 < dynamic,
+            "fixed {fixed} B vs dynamic {dynamic} B for 200 events"
+        );
+    }
+
+    #[cfg(feature = "zlib-rs")]
+    #[test]
+    fn the_pool_gives_streams_fixed_codes_and_complete_bodies_dynamic_ones() {
+        let pool = Arc::new(StatePool::new(4, level(6)));
+        // A stream's state goes back to the pool with its fixed codes.
+        let mut stream = GzipEncoder::new(level(6), Some(pool.clone()));
+        assert_eq!(codes(&stream), Codes::Fixed);
+        let mut out = BytesMut::new();
+        stream.write(b"data: one\n\n", &mut out).unwrap();
+        stream.flush(false, &mut out).unwrap();
+        stream.finish(&mut out).unwrap();
+        assert_eq!(pool.idle(), 1);
+        // A complete body takes it and makes it dynamic (it is fresh), and compresses exactly as
+        // a dynamic state would.
+        let input = json(500);
+        let whole = compress_whole(level(6), Some(&pool), &input).unwrap();
+        assert_eq!(whole, compress_whole(level(6), None, &input).unwrap());
+        assert_eq!(pool.idle(), 1);
+        assert_eq!(
+            pool.take(level(6), Codes::Fixed).map(|s| s.codes()),
+            Some(Codes::Dynamic),
+            "no fixed state left: the dynamic one is handed out instead"
+        );
+    }
+
     #[test]
     fn history_keeps_exactly_the_last_window() {
         let mut history = Window::new(4);

@@ -43,6 +43,54 @@ fn python_zlib_decodes_each_flushed_frame_and_the_whole_member() {
     }
 }
 
+/// 94 to 400 bytes over 2 to 5 letters, mostly `a`: blocks for which dynamic Huffman codes have a
+/// short end-of-block symbol, the case where a `Z_BLOCK` flush of a dynamic-code block would hold
+/// back the last letter's bits.
+fn skewed(seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let letters = 2 + next() % 4;
+    let len = 94 + next() as usize % 307;
+    (0..len)
+        .map(|_| match next() {
+            r if (r >> 20) % 3 == 0 => b'a' + (r % letters) as u8,
+            _ => b'a',
+        })
+        .collect()
+}
+
+/// Event-sized frames are flushed with fixed Huffman codes and `Z_BLOCK` (no empty block after
+/// them); a stream whose frames grow switches to dynamic codes mid-stream. C zlib decodes every
+/// frame completely on arrival, before, across and after the switch, and the member at the end.
+#[test]
+fn python_zlib_decodes_each_fixed_code_event_on_arrival_and_across_the_switch() {
+    let mut chunks: Vec<Vec<u8>> = (1..=40).map(skewed).collect();
+    chunks.extend((0..40).map(|i| format!("data: {{\"token\":\" t{i}\"}}\n\n").into_bytes()));
+    chunks.extend((0..5).map(|i| json_of_size(3000 + i * 1000)));
+    chunks.extend((41..=60).map(skewed));
+    for layer in [
+        GzipLayer::new().compress_sse(true),
+        GzipLayer::new().compress_sse(true).level(1),
+        GzipLayer::new().compress_sse(true).level(9),
+    ] {
+        let (frames, _) = frames_with_stalls(&layer, "text/event-stream", &chunks);
+        assert_eq!(frames.len(), chunks.len() + 1);
+        let (decoded, eof) = python::decode(&frames);
+        assert!(eof, "the gzip member is complete");
+        for (k, chunk) in chunks.iter().enumerate() {
+            assert_eq!(
+                &decoded[k], chunk,
+                "frame {k} decodes to chunk {k} on arrival"
+            );
+        }
+    }
+}
+
 #[test]
 fn python_zlib_decodes_an_empty_compressed_body() {
     let (frames, _) = frames_with_stalls(&GzipLayer::new(), NDJSON, &[]);
