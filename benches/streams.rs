@@ -476,6 +476,8 @@ fn figures() {
         );
     }
 
+    codes_figures();
+
     // CPU per SSE event: whole 500-event streams (compressor creation included), interleaved.
     let sse = &streams[0];
     let mut cases: Vec<Case<'_>> = Vec::new();
@@ -514,6 +516,78 @@ fn figures() {
         );
     }
     common::figure("stream.sse.cpu_L6_over_L1", median(&mut l6_over_l1));
+}
+
+/// Raw zlib-rs at level 6 (memory level 7, as the layer): `events` each compressed and flushed,
+/// with fixed codes and `Z_BLOCK` or with dynamic codes and a partial flush. Returns the deflate
+/// bytes; every event is checked to be decodable by an independent inflater right after its
+/// flush.
+fn raw_zlib_rs_bytes(events: &[Bytes], fixed: bool) -> usize {
+    use flate2::{Decompress, FlushDecompress};
+    use zlib_rs::{Deflate, DeflateConfig, DeflateFlush, Strategy};
+    let (strategy, flush) = if fixed {
+        (Strategy::Fixed, DeflateFlush::Block)
+    } else {
+        (Strategy::Default, DeflateFlush::PartialFlush)
+    };
+    let mut deflate = Deflate::new_with_config(DeflateConfig {
+        level: 6,
+        window_bits: -15,
+        mem_level: 7,
+        strategy,
+        ..DeflateConfig::default()
+    });
+    let mut inflate = Decompress::new(false);
+    let (mut out, mut decoded) = (vec![0u8; 1 << 17], vec![0u8; 1 << 17]);
+    let mut wire = 0;
+    for event in events {
+        let before = deflate.total_out();
+        deflate.compress(event, &mut out, flush).unwrap();
+        assert_eq!(deflate.total_in(), inflate.total_out() + event.len() as u64);
+        let produced = (deflate.total_out() - before) as usize;
+        wire += produced;
+        let start = inflate.total_out();
+        inflate
+            .decompress(&out[..produced], &mut decoded, FlushDecompress::Sync)
+            .unwrap();
+        let got = (inflate.total_out() - start) as usize;
+        assert_eq!(
+            &decoded[..got],
+            &event[..],
+            "decodable right after its flush"
+        );
+    }
+    wire
+}
+
+/// Fixed codes with `Z_BLOCK` against dynamic codes with a partial flush, on the bench JSON cut
+/// into events of a few sizes: the two sides of the layer's 512-bytes-per-flush switch. And the
+/// layer itself on 2 KiB events (it switches to dynamic codes) against raw dynamic codes.
+fn codes_figures() {
+    let json = common::json_document(1 << 20);
+    for size in [384usize, 512, 2048] {
+        let events: Vec<Bytes> = json.chunks(size).map(Bytes::copy_from_slice).collect();
+        let dynamic = raw_zlib_rs_bytes(&events, false);
+        common::figure(
+            &format!("stream.json{size}.fixed_over_dynamic"),
+            raw_zlib_rs_bytes(&events, true) as f64 / dynamic as f64,
+        );
+        if size == 2048 {
+            let stream = Stream {
+                name: "json2048",
+                content_type: "application/x-ndjson",
+                events: events.clone().into(),
+            };
+            let frames = frames(&stream, &GzipLayer::new(), 1);
+            let all: Vec<u8> = frames.iter().flat_map(|f| f.to_vec()).collect();
+            assert_eq!(gunzip(&all), json[..], "round trip");
+            // The raw stream plus the gzip header and trailer the layer adds.
+            common::figure(
+                "stream.json2048.ours_over_raw_dynamic",
+                all.len() as f64 / (dynamic + 18) as f64,
+            );
+        }
+    }
 }
 
 fn main() {

@@ -629,7 +629,7 @@ impl Compressor {
         written
     }
 
-    /// Flushes the compressor (a partial flush), if it has unflushed input.
+    /// Flushes the compressor (not byte-aligned unless `align`), if it has unflushed input.
     fn flush(&mut self, align: bool, obs: &mut Option<Box<Observer>>) -> Result<(), CompressError> {
         let Some(encoder) = &mut self.encoder else {
             return Ok(());

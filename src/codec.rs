@@ -59,7 +59,7 @@ const DEFLATE_SLICE: usize = 16 * 1024;
 
 /// Bytes of input per flush that fixed codes may cost without losing to dynamic ones: on the
 /// bench JSON flushed every 384 bytes fixed codes with their cheaper flush are 0.4% smaller, every
-/// 512 bytes 2.6% larger, every 2 KiB 19% larger (`FIGURES.md`, stream sizes).
+/// 512 bytes 2.6% larger, every 2 KiB 19% larger (`FIGURES.md#streams`).
 const FIXED_CODES_BYTES_PER_FLUSH: usize = 512;
 
 /// The most unused [`FIXED_CODES_BYTES_PER_FLUSH`] allowance a stream saves up: a token stream
@@ -464,10 +464,11 @@ impl GzipEncoder {
 
     /// Flushes the deflate stream so everything written so far is decodable from `out`.
     ///
-    /// A partial flush: the block is ended and followed by an empty fixed-Huffman block (10 bits),
-    /// which lets an inflater finish the block, instead of a sync flush's empty stored block and
-    /// its `00 00 ff ff` (about 4 bytes more per flush, which is most of a token event's cost).
-    /// The stream is then not byte-aligned; [`hibernate`](Self::hibernate) aligns it first.
+    /// Not a sync flush, whose empty stored block and `00 00 ff ff` cost about 4 bytes more per
+    /// flush (most of a token event's cost): with fixed codes the block is just ended (`Z_BLOCK`;
+    /// the bits held back are end-of-block bits, see the module docs), with dynamic codes it is
+    /// ended and followed by an empty fixed-code block (a partial flush, 10 bits). The stream is
+    /// then not byte-aligned; [`hibernate`](Self::hibernate) aligns it first.
     ///
     /// With `align`, a sync flush instead, which also byte-aligns the stream: cheaper than a
     /// partial flush followed by [`hibernate`](Self::hibernate)'s alignment, for a stream about
@@ -960,7 +961,7 @@ mod tests {
             enc.write(line.as_bytes(), &mut out).unwrap();
             enc.flush(false, &mut out).unwrap();
             sent.extend_from_slice(line.as_bytes());
-            // A partial flush: no empty stored block, no `00 00 ff ff` marker.
+            // Not a sync flush: no empty stored block, no `00 00 ff ff` marker.
             assert!(!out.ends_with(&[0, 0, 0xff, 0xff]), "sync flush marker");
             assert_eq!(gunzip_prefix(&out), sent);
         }

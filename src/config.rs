@@ -12,11 +12,13 @@ use crate::predicate::{PredicatesDebug, RequestPredicate, ResponsePredicate};
 
 /// When the compressor is flushed, so the client can decode what it has received.
 ///
-/// Both policies also flush at the end of the body. A flush is a partial flush: it ends the
-/// current deflate block and adds a 10-bit empty block, so every byte written so far can be
-/// decoded from what was sent. Each flush costs the end of a block plus those bits and resets
-/// part of the compressor's lookahead, so flushing more often than needed makes the output
-/// larger.
+/// Both policies also flush at the end of the body. A flush ends the current deflate block so
+/// every byte written so far can be decoded from what was sent, without a sync flush's 4-byte
+/// `00 00 ff ff` marker: a stream's compressor uses fixed Huffman codes while its blocks are
+/// event-sized (up to about 512 bytes per flush), and then a flush costs only the block's end;
+/// once blocks grow it switches to dynamic codes, and a flush adds a 10-bit empty block. Each
+/// flush also resets part of the compressor's lookahead, so flushing more often than needed makes
+/// the output larger.
 ///
 /// ```
 /// use tower_gzip::{FlushPolicy, GzipLayer};

@@ -2,8 +2,9 @@
 //! needs, over either backend.
 //!
 //! With `zlib-rs` (the default) the state is zlib-rs's own, driven through its safe API rather than
-//! through flate2's `Compress`, for one reason: flate2 always asks for memory level 8, and this
-//! crate uses [`MEMORY_LEVEL`] 7. The memory level sizes only the buffers that collect a block's
+//! through flate2's `Compress`, for two reasons flate2 cannot serve: the strategy (fixed codes,
+//! below), and the memory level: flate2 always asks for 8, and this crate uses [`MEMORY_LEVEL`] 7.
+//! The memory level sizes only the buffers that collect a block's
 //! symbols and its output (zlib-rs's hash table is fixed), so level 7 makes every state smaller
 //! for blocks half as long: bulk output slightly larger, token streams (whose blocks end at every
 //! flush anyway) byte for byte the same. Both are measured in `FIGURES.md` (busy-stream memory,
