@@ -76,6 +76,9 @@ struct Case {
     expect_vary: bool,
     /// Control only: wrap the layer's output in a body that holds everything back until the end.
     buffer_until_end: bool,
+    /// The handler yields each chunk as frames of at most this many bytes, all ready back to back
+    /// (then it stalls until the next chunk); `None`: one frame per chunk.
+    frame_len: Option<usize>,
     wait: Duration,
 }
 
@@ -89,6 +92,7 @@ impl Case {
             expect: Expect::Gzip,
             expect_vary: true,
             buffer_until_end: false,
+            frame_len: None,
             wait: WAIT,
         }
     }
@@ -102,6 +106,7 @@ impl Case {
             expect,
             expect_vary: expect == Expect::Gzip,
             buffer_until_end: false,
+            frame_len: None,
             wait: WAIT,
         }
     }
@@ -177,14 +182,22 @@ fn sse_events() -> Vec<Bytes> {
 /// The handler's side of the test channel: taken by the (single) request.
 type Slot = Arc<Mutex<Option<mpsc::Receiver<Bytes>>>>;
 
-/// The handler's body: whatever the test sends, one data frame per chunk; it ends when the test
-/// drops the sender.
+/// The handler's body: whatever the test sends, one data frame per chunk, or frames of at most
+/// `frame_len` bytes each, ready one after another; it ends when the test drops the sender.
 fn channel_body(
     rx: mpsc::Receiver<Bytes>,
+    frame_len: Option<usize>,
 ) -> StreamBody<
     impl futures_util::stream::Stream<Item = Result<Frame<Bytes>, Infallible>> + Send + Unpin,
 > {
-    StreamBody::new(ReceiverStream::new(rx).map(|chunk| Ok(Frame::data(chunk))))
+    StreamBody::new(ReceiverStream::new(rx).flat_map(move |chunk| {
+        let len = frame_len.unwrap_or(chunk.len()).max(1);
+        let frames: Vec<_> = (0..chunk.len())
+            .step_by(len)
+            .map(|at| Ok(Frame::data(chunk.slice(at..chunk.len().min(at + len)))))
+            .collect();
+        futures_util::stream::iter(frames)
+    }))
 }
 
 fn take_receiver(slot: &Slot) -> mpsc::Receiver<Bytes> {
@@ -206,6 +219,7 @@ async fn spawn_server(server: Server, case: &Case) -> Running {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let content_type = case.content_type;
+    let frame_len = case.frame_len;
     let layer = case.layer.clone();
 
     let task = match server {
@@ -219,7 +233,7 @@ async fn spawn_server(server: Server, case: &Case) -> Running {
                         async move {
                             Response::builder()
                                 .header(CONTENT_TYPE, content_type)
-                                .body(axum::body::Body::new(channel_body(rx)))
+                                .body(axum::body::Body::new(channel_body(rx, frame_len)))
                                 .unwrap()
                         }
                     }),
@@ -235,7 +249,7 @@ async fn spawn_server(server: Server, case: &Case) -> Running {
                 async move {
                     let response = Response::builder()
                         .header(CONTENT_TYPE, content_type)
-                        .body(channel_body(rx))
+                        .body(channel_body(rx, frame_len))
                         .unwrap();
                     Ok::<_, Infallible>(response)
                 }
@@ -706,6 +720,53 @@ async fn hyper_http2_compressed_sse_every_frame_each_event_decodes_before_next_i
 /// The handler returns its head at once; its first chunk is produced only after the client has
 /// that head (the runner awaits the head, asserts no chunk was sent yet, then sends chunk 0). A
 /// layer that waited for the first chunk before passing the head on would deadlock and time out.
+// ---------------------------------------------------------------------------------------------
+// Tiny frames: each chunk arrives as a run of ready 1- or 7-byte frames
+// ---------------------------------------------------------------------------------------------
+
+/// Each chunk as frames of `frame_len` bytes, ready back to back: the staging fast path takes
+/// every frame, the 100 KiB chunk spends several polls' input budget (16 KiB, 256 frames per
+/// poll), and the chunk must still be decodable as a whole when the handler stalls.
+fn tiny_frames(case: Case, frame_len: usize) -> Case {
+    Case {
+        frame_len: Some(frame_len),
+        ..case
+    }
+}
+
+#[tokio::test]
+async fn axum_http1_chunks_in_7_byte_frames_each_decode_before_next_is_sent() {
+    run(
+        Server::Axum,
+        Proto::Http1,
+        tiny_frames(Case::ndjson(on_stall()), 7),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hyper_http2_chunks_in_7_byte_frames_each_decode_before_next_is_sent() {
+    run(
+        Server::Hyper,
+        Proto::Http2,
+        tiny_frames(Case::ndjson(on_stall()), 7),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hyper_http1_sse_events_in_1_byte_frames_each_decode_before_next_is_sent() {
+    run(
+        Server::Hyper,
+        Proto::Http1,
+        tiny_frames(
+            Case::sse(GzipLayer::new().compress_sse(true), Expect::Gzip),
+            1,
+        ),
+    )
+    .await;
+}
+
 fn head_first_case() -> Case {
     Case {
         chunks: vec![
