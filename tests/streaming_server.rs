@@ -714,13 +714,6 @@ async fn hyper_http2_compressed_sse_every_frame_each_event_decodes_before_next_i
 }
 
 // ---------------------------------------------------------------------------------------------
-// Headers are not held back by the first chunk
-// ---------------------------------------------------------------------------------------------
-
-/// The handler returns its head at once; its first chunk is produced only after the client has
-/// that head (the runner awaits the head, asserts no chunk was sent yet, then sends chunk 0). A
-/// layer that waited for the first chunk before passing the head on would deadlock and time out.
-// ---------------------------------------------------------------------------------------------
 // Tiny frames: each chunk arrives as a run of ready 1- or 7-byte frames
 // ---------------------------------------------------------------------------------------------
 
@@ -767,6 +760,13 @@ async fn hyper_http1_sse_events_in_1_byte_frames_each_decode_before_next_is_sent
     .await;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Headers are not held back by the first chunk
+// ---------------------------------------------------------------------------------------------
+
+/// The handler returns its head at once; its first chunk is produced only after the client has
+/// that head (the runner awaits the head, asserts no chunk was sent yet, then sends chunk 0). A
+/// layer that waited for the first chunk before passing the head on would deadlock and time out.
 fn head_first_case() -> Case {
     Case {
         chunks: vec![
