@@ -1192,10 +1192,12 @@ mod tests {
         assert_eq!(none.idle(), 0);
     }
 
+    #[cfg(feature = "zlib-rs")]
     fn codes(encoder: &GzipEncoder) -> Codes {
         encoder.deflater.as_ref().expect("awake").compress.codes()
     }
 
+    #[cfg(feature = "zlib-rs")]
     /// Writes `event`, flushes, and checks the output so far decodes to everything written.
     fn send(encoder: &mut GzipEncoder, event: &[u8], out: &mut BytesMut, sent: &mut Vec<u8>) {
         encoder.write(event, out).unwrap();
@@ -1264,6 +1266,7 @@ mod tests {
         assert!(ours <= theirs + 8, "big block: {ours} B vs {theirs} B");
     }
 
+    #[cfg(feature = "zlib-rs")]
     /// 94 to 400 bytes over 2 to 5 letters, mostly `a`.
     fn skewed(seed: u64) -> Vec<u8> {
         let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;

@@ -111,13 +111,18 @@ impl DeflateState {
         }
     }
 
-    /// Compresses from `input` into `output`, flushing as `flush` says.
-    pub(crate) fn compress(
+    /// (input consumed, output produced) since the state was created.
+    fn totals(&self) -> (u64, u64) {
+        (self.inner.total_in(), self.inner.total_out())
+    }
+
+    /// One backend call; returns whether the deflate stream ended.
+    fn call(
         &mut self,
         input: &[u8],
         output: &mut [u8],
         flush: Flush,
-    ) -> Result<Progress, CompressError> {
+    ) -> Result<bool, CompressError> {
         use zlib_rs::DeflateFlush;
         let flush = match flush {
             Flush::None => DeflateFlush::NoFlush,
@@ -127,17 +132,10 @@ impl DeflateState {
             Flush::Sync => DeflateFlush::SyncFlush,
             Flush::Finish => DeflateFlush::Finish,
         };
-        self.fresh = false;
-        let (in_before, out_before) = (self.inner.total_in(), self.inner.total_out());
-        let status = self
-            .inner
-            .compress(input, output, flush)
-            .map_err(|_| CompressError::backend(self.inner.error_message()))?;
-        Ok(Progress {
-            consumed: (self.inner.total_in() - in_before) as usize,
-            produced: (self.inner.total_out() - out_before) as usize,
-            ended: matches!(status, zlib_rs::Status::StreamEnd),
-        })
+        match self.inner.compress(input, output, flush) {
+            Ok(status) => Ok(matches!(status, zlib_rs::Status::StreamEnd)),
+            Err(_) => Err(CompressError::backend(self.inner.error_message())),
+        }
     }
 
     /// Makes the state ready for a new stream, keeping its memory.
@@ -182,13 +180,18 @@ impl DeflateState {
         }
     }
 
-    /// Compresses from `input` into `output`, flushing as `flush` says.
-    pub(crate) fn compress(
+    /// (input consumed, output produced) since the state was created.
+    fn totals(&self) -> (u64, u64) {
+        (self.inner.total_in(), self.inner.total_out())
+    }
+
+    /// One backend call; returns whether the deflate stream ended.
+    fn call(
         &mut self,
         input: &[u8],
         output: &mut [u8],
         flush: Flush,
-    ) -> Result<Progress, CompressError> {
+    ) -> Result<bool, CompressError> {
         use flate2::FlushCompress;
         let flush = match flush {
             Flush::None => FlushCompress::None,
@@ -196,17 +199,10 @@ impl DeflateState {
             Flush::Sync => FlushCompress::Sync,
             Flush::Finish => FlushCompress::Finish,
         };
-        self.fresh = false;
-        let (in_before, out_before) = (self.inner.total_in(), self.inner.total_out());
-        let status = self
-            .inner
-            .compress(input, output, flush)
-            .map_err(|e| CompressError::backend(e.message()))?;
-        Ok(Progress {
-            consumed: (self.inner.total_in() - in_before) as usize,
-            produced: (self.inner.total_out() - out_before) as usize,
-            ended: matches!(status, flate2::Status::StreamEnd),
-        })
+        match self.inner.compress(input, output, flush) {
+            Ok(status) => Ok(matches!(status, flate2::Status::StreamEnd)),
+            Err(e) => Err(CompressError::backend(e.message())),
+        }
     }
 
     /// Makes the state ready for a new stream, keeping its memory.
@@ -228,6 +224,24 @@ impl DeflateState {
 }
 
 impl DeflateState {
+    /// Compresses from `input` into `output`, flushing as `flush` says.
+    pub(crate) fn compress(
+        &mut self,
+        input: &[u8],
+        output: &mut [u8],
+        flush: Flush,
+    ) -> Result<Progress, CompressError> {
+        self.fresh = false;
+        let (in_before, out_before) = self.totals();
+        let ended = self.call(input, output, flush)?;
+        let (in_after, out_after) = self.totals();
+        Ok(Progress {
+            consumed: (in_after - in_before) as usize,
+            produced: (out_after - out_before) as usize,
+            ended,
+        })
+    }
+
     /// The level the state compresses at.
     pub(crate) fn level(&self) -> u32 {
         self.level
