@@ -622,6 +622,11 @@ def load_patterns():
         ("load.burst.heap_silent_kib", "Burst then silence", r"server live heap per stream: [-0-9.]+ KiB after the burst -> " + NUM + " KiB", 1),
         ("load.burst.rss_busy_kib", "Burst then silence", r"server RSS per stream: " + NUM + " KiB after the burst", 1),
         ("load.burst.rss_silent_kib", "Burst then silence", r"server RSS per stream: [-0-9.]+ KiB after the burst -> " + NUM + " KiB", 1),
+        ("load.h2idle.hibernated", "Idle HTTP/2 streams", r"- hibernated: " + NUM, 1),
+        ("load.h2idle.streams", "Idle HTTP/2 streams", r"- hibernated: [0-9,]+ of " + NUM, 1),
+        ("load.h2idle.rss_growth_mib", "Idle HTTP/2 streams", r"server RSS growth \(after malloc_trim\(0\)\): " + NUM + " MiB", 1),
+        ("load.h2idle.rss_kib_per_stream", "Idle HTTP/2 streams", r"streams \(" + NUM + " KiB/stream\)", 1),
+        ("load.h2idle.heap_kib_per_stream", "Idle HTTP/2 streams", r"server live heap per stream: " + NUM + " KiB", 1),
     ]
 
 
@@ -763,6 +768,11 @@ LOAD_SECTION = {
         ("burst then silence: server live heap per stream, silent", "load.burst.heap_silent_kib", "kib"),
         ("burst then silence: server RSS per stream, right after the burst", "load.burst.rss_busy_kib", "kib"),
         ("burst then silence: server RSS per stream, silent (after `malloc_trim(0)`)", "load.burst.rss_silent_kib", "kib"),
+        ("idle HTTP/2 streams: hibernated", "load.h2idle.hibernated", "count"),
+        ("idle HTTP/2 streams: of streams (1,000 per connection, 5 events each, then silence, held open)", "load.h2idle.streams", "count"),
+        ("idle HTTP/2 streams: server RSS growth, all hibernated (after `malloc_trim(0)`)", "load.h2idle.rss_growth_mib", "mib1"),
+        ("idle HTTP/2 streams: server RSS per stream", "load.h2idle.rss_kib_per_stream", "kib"),
+        ("idle HTTP/2 streams: server live heap per stream", "load.h2idle.heap_kib_per_stream", "kib"),
         ("2 s gaps, hibernating (default): server RSS growth, all streams open", "load.gap.hib.growth_mib", "mib1"),
         ("2 s gaps, hibernating: server RSS peak growth (VmHWM)", "load.gap.hib.peak_growth_mib", "mib1"),
         ("2 s gaps, hibernating: live heap per stream mid-stream", "load.gap.hib.mid_heap_kib", "kib"),
@@ -935,7 +945,7 @@ def main():
             "",
             stamp_table(command, commit, dirty, others, date, mach, duration, load_start, loadavg(), fps,
                         ["| build | debug (`cargo test --test load`), default features |",
-                         "| sizes | " + ("reduced (CI) sizes" if args.quick else "`TOWER_GZIP_LOAD=full`: 10,000 SSE streams of 20 events (one every 500 ms), 10,000 disconnecting clients, 100 slow readers, 10,000 burst-then-silence streams (50 events, then silence); then 10,000 streams with an event every 2 s (`TOWER_GZIP_LOAD_INTERVAL_MS=2000`), hibernating and with `TOWER_GZIP_LOAD_NEVER_HIBERNATE=1`") + " |"]),
+                         "| sizes | " + ("reduced (CI) sizes" if args.quick else "`TOWER_GZIP_LOAD=full`: 10,000 SSE streams of 20 events (one every 500 ms), 10,000 disconnecting clients, 100 slow readers, 10,000 burst-then-silence streams (50 events, then silence), 100,000 idle streams on 100 HTTP/2 connections (5 events, then silence); then 10,000 streams with an event every 2 s (`TOWER_GZIP_LOAD_INTERVAL_MS=2000`), hibernating and with `TOWER_GZIP_LOAD_NEVER_HIBERNATE=1`") + " |"]),
             "",
             "A real hyper server in a child process; the test process is the client and decodes "
             "with flate2. Live heap = the server's counting allocator; RSS = its `VmRSS`; per "

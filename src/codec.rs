@@ -29,7 +29,8 @@
 //! `deflate`'s module docs), and which are as small as dynamic codes for event-sized blocks. A
 //! stream that turns out to make larger blocks switches to dynamic codes, whose blocks of many KiB
 //! are up to a quarter smaller: in place while its state is fresh, or else by a sync flush and a
-//! reset primed with the window, exactly as a hibernated stream wakes (see [`FixedCodeAllowance`]).
+//! reset primed with the window (when hibernation keeps one), exactly as a hibernated stream wakes
+//! (see [`FixedCodeAllowance`]).
 //! Complete bodies always use dynamic codes.
 //!
 //! Padding (opt-in, [`EncoderSettings::padding`]): the header then carries an FEXTRA field (RFC
@@ -719,13 +720,8 @@ impl Drop for AwakeState {
 
 impl Deflater {
     fn new(settings: EncoderSettings, pool: Option<&Arc<StatePool>>, dictionary: &[u8]) -> Self {
-        // Switching to dynamic codes mid-stream takes a window to prime the reset state with.
-        let codes = if settings.can_hibernate && DeflateState::PRIMES {
-            Codes::Fixed
-        } else {
-            Codes::Dynamic
-        };
-        let mut compress = deflate_state(settings, pool.map(Arc::as_ref), codes);
+        // (miniz_oxide cannot be asked for fixed codes: its states are always dynamic.)
+        let mut compress = deflate_state(settings, pool.map(Arc::as_ref), Codes::Fixed);
         if !dictionary.is_empty() {
             compress.set_dictionary(dictionary);
         }
@@ -791,6 +787,8 @@ impl Deflater {
     /// Ends fixed codes for this stream: in place if the state is fresh; otherwise the stream is
     /// byte-aligned (a sync flush) and continues in the same state, reset for dynamic codes and
     /// primed with the window (everything deflate has been given so far), as a woken stream does.
+    /// Without a window (hibernation off) the reset state starts without history: back-references
+    /// to what came before the switch are lost, once.
     fn switch_to_dynamic_codes(
         &mut self,
         tally: &mut Tally,
@@ -893,6 +891,17 @@ impl std::fmt::Debug for GzipEncoder {
 impl GzipEncoder {
     fn new_unpooled(settings: EncoderSettings) -> Self {
         Self::new(settings, None)
+    }
+
+    /// An encoder whose state has dynamic codes from the start (a reference for tests).
+    #[cfg(feature = "zlib-rs")]
+    fn new_dynamic(settings: EncoderSettings) -> Self {
+        let mut encoder = Self::new(settings, None);
+        if let Some(deflater) = &mut encoder.deflater {
+            deflater.compress =
+                DeflateState::new(settings.level(), settings.window_bits(), Codes::Dynamic);
+        }
+        encoder
     }
 }
 
@@ -1247,11 +1256,8 @@ mod tests {
         encoder.finish(&mut out).unwrap();
         assert_eq!(gunzip(&out), sent);
         // The switch costs a sync flush and keeps the window: the big block is about as small as
-        // in a stream that had dynamic codes all along (no hibernation: it cannot switch).
-        let mut reference = GzipEncoder::new_unpooled(EncoderSettings {
-            can_hibernate: false,
-            ..level(6)
-        });
+        // in a stream that had dynamic codes all along.
+        let mut reference = GzipEncoder::new_dynamic(level(6));
         let mut reference_out = BytesMut::new();
         let prefix =
             sent.len() - json(300).len() - (45..60).map(|i| sse_event(i).len()).sum::<usize>();
@@ -1290,12 +1296,34 @@ mod tests {
             .collect()
     }
 
+    /// Without hibernation there is no window to prime with: the switch to dynamic codes starts
+    /// the reset state without history, and everything still decodes at every flush.
+    #[cfg(feature = "zlib-rs")]
+    #[test]
+    fn a_stream_without_hibernation_also_starts_fixed_and_switches_without_a_window() {
+        let mut encoder = GzipEncoder::new_unpooled(EncoderSettings {
+            can_hibernate: false,
+            ..level(6)
+        });
+        let (mut out, mut sent) = (BytesMut::new(), Vec::new());
+        for i in 0..20 {
+            send(&mut encoder, sse_event(i).as_bytes(), &mut out, &mut sent);
+        }
+        assert_eq!(codes(&encoder), Codes::Fixed);
+        send(&mut encoder, &json(300), &mut out, &mut sent);
+        assert_eq!(codes(&encoder), Codes::Dynamic);
+        for i in 20..40 {
+            send(&mut encoder, sse_event(i).as_bytes(), &mut out, &mut sent);
+        }
+        encoder.finish(&mut out).unwrap();
+        assert_eq!(gunzip(&out), sent);
+    }
+
     /// Fixed codes make token events smaller: the flush needs no empty block.
     #[cfg(feature = "zlib-rs")]
     #[test]
     fn fixed_codes_make_token_events_smaller_than_partial_flushes() {
-        let stream = |settings: EncoderSettings| {
-            let mut encoder = GzipEncoder::new_unpooled(settings);
+        let stream = |mut encoder: GzipEncoder| {
             let mut out = BytesMut::new();
             for i in 0..200 {
                 encoder.write(sse_event(i).as_bytes(), &mut out).unwrap();
@@ -1303,12 +1331,8 @@ mod tests {
             }
             (codes(&encoder), out.len())
         };
-        let (fixed_codes, fixed) = stream(level(6));
-        // Without hibernation a stream cannot switch mid-stream, so it starts dynamic.
-        let (dynamic_codes, dynamic) = stream(EncoderSettings {
-            can_hibernate: false,
-            ..level(6)
-        });
+        let (fixed_codes, fixed) = stream(GzipEncoder::new_unpooled(level(6)));
+        let (dynamic_codes, dynamic) = stream(GzipEncoder::new_dynamic(level(6)));
         assert_eq!((fixed_codes, dynamic_codes), (Codes::Fixed, Codes::Dynamic));
         // About 10 bits (the partial flush's empty block) per event.
         assert!(

@@ -1266,6 +1266,174 @@ fn burst_then_silence_hibernates_every_stream_without_another_event() {
     );
 }
 
+/// One HTTP/2 connection (prior knowledge) for many streams.
+async fn connect_h2(addr: SocketAddr) -> (H2Sender, tokio::task::JoinHandle<()>) {
+    let stream = connect_socket(addr, || TcpSocket::new_v4().unwrap()).await;
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .expect("http2 handshake");
+    let driver = tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    (sender, driver)
+}
+
+type H2Sender = hyper::client::conn::http2::SendRequest<Empty<Bytes>>;
+
+/// One burst-then-silence stream on a shared HTTP/2 connection: reads and checks its `events`,
+/// reports, then holds the stream open until released.
+async fn h2_burst_client(
+    mut sender: H2Sender,
+    addr: SocketAddr,
+    s: u64,
+    events: u32,
+    ready: mpsc::Sender<Result<(), String>>,
+    mut release: watch::Receiver<bool>,
+) {
+    let result = async {
+        let request = get(addr, &format!("http://{addr}/burst?s={s}&n={events}"), true);
+        let response = match timeout(long_wait(), sender.send_request(request)).await {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => return Err(format!("stream {s}: request failed: {e}")),
+            Err(_) => return Err(format!("stream {s}: no response head in time")),
+        };
+        check_gzip_head(&response, "text/event-stream")?;
+        let mut body = response.into_body();
+        let mut reader = EventReader::new();
+        let mut seen = 0u32;
+        while seen < events {
+            let frame = match timeout(long_wait(), body.frame()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(other) => return Err(format!("stream {s}: ended early: {other:?}")),
+                Err(_) => return Err(format!("stream {s}: burst event {seen} never arrived")),
+            };
+            if let Ok(data) = frame.into_data() {
+                for event in reader.push(&data)? {
+                    check_event(&event, s, seen)?;
+                    seen += 1;
+                }
+            }
+        }
+        Ok(body)
+    }
+    .await;
+    match result {
+        Ok(body) => {
+            let _ = ready.send(Ok(())).await;
+            let _ = release.wait_for(|go| *go).await;
+            drop(body);
+        }
+        Err(e) => {
+            let _ = ready.send(Err(e)).await;
+        }
+    }
+}
+
+/// Issue 11's stretch: many idle compressed SSE streams in little memory. Streams multiplexed on
+/// HTTP/2 connections (1,000 per connection; 100,000 streams in full mode), each a burst of 5
+/// events and then silence, held open: once all have hibernated, the server's RSS growth and
+/// live heap per stream. Over HTTP/1.1 each stream is a connection, whose buffers and task cost
+/// the server far more than a sleeping compressor (see the burst-then-silence test); HTTP/2
+/// shares them.
+#[test]
+fn many_idle_streams_over_http2_hibernate_in_little_memory() {
+    let _lock = load_lock();
+    if std::env::var_os("TOWER_GZIP_LOAD_NEVER_HIBERNATE").is_some() {
+        eprintln!("many idle streams over HTTP/2: skipped under never_hibernate (the point is sleeping streams)");
+        return;
+    }
+    let (streams, per_connection) = if full_mode() {
+        (100_000u64, 1_000u64)
+    } else {
+        (2_000, 500)
+    };
+    let connections = streams / per_connection;
+    let events = 5;
+    let server = ServerProcess::spawn(
+        "many_idle_streams_over_http2_hibernate_in_little_memory",
+        connections,
+        &[],
+    );
+    let addr = server.addr;
+    let started = Instant::now();
+    let server_ref = &server;
+    runtime().block_on(async move {
+        let server = server_ref;
+        fetch_text(addr, "/trim").await;
+        let base = Stats::fetch(addr).await;
+        let base_rss = server.rss_kib();
+        let (ready_tx, mut ready_rx) = mpsc::channel(streams as usize);
+        let (release_tx, release_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut drivers = Vec::new();
+        for c in 0..connections {
+            let (sender, driver) = connect_h2(addr).await;
+            drivers.push(driver);
+            for s in c * per_connection..(c + 1) * per_connection {
+                tasks.spawn(h2_burst_client(
+                    sender.clone(),
+                    addr,
+                    s,
+                    events,
+                    ready_tx.clone(),
+                    release_rx.clone(),
+                ));
+            }
+        }
+        for _ in 0..streams {
+            let ready = timeout(long_wait() * 2, ready_rx.recv())
+                .await
+                .expect("every burst in time")
+                .unwrap();
+            ready.expect("h2 burst client");
+        }
+        // Nothing is sent any more. A hang limit only detects failure.
+        wait_for_stats(addr, long_wait(), "every silent stream to hibernate", |s| {
+            s.num("hibernated") == streams as i64
+        })
+        .await;
+        fetch_text(addr, "/trim").await;
+        let slept = Stats::fetch(addr).await;
+        let slept_rss = server.rss_kib();
+        assert_eq!(slept.num("live_streams"), streams as i64, "the streams are still open");
+        let n = streams as f64;
+        let growth_kib = slept_rss as f64 - base_rss as f64;
+        eprintln!(
+            "\nIdle HTTP/2 streams [{}]: {streams} gzip SSE streams on {connections} HTTP/2 \
+             connections, {events} events each, then silence with the streams held open\n\
+             - hibernated: {} of {streams}\n\
+             - server RSS growth (after malloc_trim(0)): {} for {streams} streams ({:.1} KiB/stream)\n\
+             - server live heap per stream: {:.1} KiB\n\
+             - wall time {:.1?}",
+            mode_name(),
+            slept.num("hibernated"),
+            mib(growth_kib * 1024.0),
+            growth_kib / n,
+            (slept.num("heap") - base.num("heap")) as f64 / n / 1024.0,
+            started.elapsed(),
+        );
+        release_tx.send_replace(true);
+        while let Some(result) = tasks.join_next().await {
+            result.expect("client task panicked");
+        }
+        let after = wait_for_stats(addr, WAIT, "every stream to be released", |s| {
+            s.num("live_streams") == 0 && s.num("bodies") == 0
+        })
+        .await;
+        assert_eq!(after.num("hibernated"), 0, "the gauge is given back");
+        assert_eq!(after.num("task_panics") + after.num("hook_panics"), 0);
+        for driver in drivers {
+            driver.abort();
+        }
+    });
+    assert!(
+        server.stderr().trim().is_empty(),
+        "server stderr: {}",
+        server.stderr()
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // 3. Slow readers
 // ---------------------------------------------------------------------------------------------

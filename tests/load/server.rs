@@ -371,9 +371,10 @@ pub(crate) fn run() -> ! {
             let svc = svc.clone();
             CONNS_OPEN.fetch_add(1, Ordering::SeqCst);
             let task = tokio::spawn(async move {
-                let result = auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
+                let mut builder = auto::Builder::new(TokioExecutor::new());
+                // Room for the HTTP/2 test's 1,000 streams per connection.
+                builder.http2().max_concurrent_streams(2_048);
+                let result = builder.serve_connection(TokioIo::new(stream), svc).await;
                 CONNS_OPEN.fetch_sub(1, Ordering::SeqCst);
                 result.map_err(|e| error_kind(&*e))
             });
