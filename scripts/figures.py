@@ -263,7 +263,9 @@ SECTIONS = [
         "rounds (11 rounds of 100 calls); the reference is a raw deflate that creates a state and "
         "compresses the body in one call, which any gzip middleware has to do. Loopback: a hyper "
         "1.x HTTP/1.1 server on one thread with three listeners (no layer, ours, tower-http), "
-        "loaded by `wrk -t1 -c32` for 2 s per stack, 3 rounds per run; ratios within a round; "
+        "loaded by `wrk -t1 -c32` (or, without `wrk` on the PATH, an in-process hyper client with "
+        "32 connections; the stamp above says which) for 2 s per stack, 3 rounds per run; ratios "
+        "within a round; "
         "server CPU from the server thread's schedstat.",
         "rows": [
             ("allocations per response, ours (gzip)", "small.allocs.ours.gzip", "count"),
@@ -643,7 +645,7 @@ def sections_of(output):
     blocks = {}
     current = None
     for line in output.splitlines():
-        header = re.match(r"^(SSE load|Disconnects|Slow readers|Burst then silence|Errors|Budget) \[", line)
+        header = re.match(r"^(SSE load|Disconnects|Slow readers|Burst then silence|Idle HTTP/2 streams|Errors|Budget) \[", line)
         if header:
             current = header.group(1)
             blocks[current] = line + "\n"
