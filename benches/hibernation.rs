@@ -465,6 +465,22 @@ fn cpu_us_per_event(layer: &GzipLayer) -> f64 {
     (common::thread_cpu_time_ns() - cpu) as f64 / 1e3 / total_events as f64
 }
 
+/// On-CPU µs of the second event of each of `n` new streams, its first event sent and stalled on
+/// first. Under `hibernate_after(Duration::ZERO)` the stream slept at that stall, as a token stream
+/// in a crowded layer does: the second event pays the wake of a young stream (a state from the
+/// layer's pool, primed with one event).
+fn second_event_cpu_us(layer: &GzipLayer, n: usize) -> f64 {
+    let mut total_ns = 0;
+    for _ in 0..n {
+        let mut body = open_stream(layer, 2);
+        drain_until_stall(&mut body);
+        let cpu = common::thread_cpu_time_ns();
+        drain_until_stall(&mut body);
+        total_ns += common::thread_cpu_time_ns() - cpu;
+    }
+    total_ns as f64 / 1e3 / n as f64
+}
+
 /// Figures mode (see the module docs).
 fn figures() {
     let quick = common::quick_mode();
@@ -547,6 +563,26 @@ fn figures() {
         common::median(&mut ratio),
     );
     common::figure("idle.plain_event_us", common::median(&mut plain_us));
+    // The wake of a young stream: what a token stream in a crowded layer pays once.
+    let streams = if quick { 50 } else { 500 };
+    let mut young_extra_us = Vec::new();
+    let mut young_ratio = Vec::new();
+    for round in 0..rounds {
+        let (a, b) = if round % 2 == 0 {
+            let a = second_event_cpu_us(&awake, streams);
+            (a, second_event_cpu_us(&asleep, streams))
+        } else {
+            let b = second_event_cpu_us(&asleep, streams);
+            (second_event_cpu_us(&awake, streams), b)
+        };
+        young_extra_us.push(b - a);
+        young_ratio.push(b / a);
+    }
+    common::figure("idle.young_wake_us", common::median(&mut young_extra_us));
+    common::figure(
+        "idle.young_wake_event_over_plain_event",
+        common::median(&mut young_ratio),
+    );
     common::figure(
         "idle.bytes_after_wake_over_never",
         bytes_per_event(&asleep) / bytes_per_event(&awake),

@@ -445,6 +445,8 @@ SECTIONS = [
             ("CPU per wake (extra time of a waking event)", "idle.wake_us", "us1"),
             ("CPU of a waking event / an ordinary event", "idle.wake_event_over_plain_event", "ratio1"),
             ("CPU of an ordinary event (absolute)", "idle.plain_event_us", "us2"),
+            ("a young stream's wake: CPU of its second event, having slept after its first (as a token stream in a crowded layer does), minus that of a stream that kept its state (500 streams per round)", "idle.young_wake_us", "us1"),
+            ("the same, as a ratio: second event after sleeping / second event", "idle.young_wake_event_over_plain_event", "ratio1"),
             ("bytes per event, hibernating and waking around every event / never hibernating (each hibernation byte-aligns the stream first)", "idle.bytes_after_wake_over_never", "ratio3"),
         ],
     },

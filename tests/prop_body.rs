@@ -384,7 +384,7 @@ fn body_case() -> impl Strategy<Value = BodyCase> {
         Just(Kind::Runs),
         Just(Kind::Mixed)
     ];
-    // Mostly small bodies; some cross the 32 KiB frame target and the 64 KiB poll budget.
+    // Mostly small bodies; some cross the 16 KiB poll budget and the 32 KiB frame target.
     let len = prop_oneof![
         12 => 0usize..64,
         24 => 0usize..4096,
