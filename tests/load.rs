@@ -1131,7 +1131,7 @@ async fn burst_client(
     s: u64,
     events: u32,
     ready: mpsc::Sender<Result<(), String>>,
-    mut release: watch::Receiver<bool>,
+    release: watch::Receiver<bool>,
 ) {
     let mut conn = connect(addr).await;
     let result = async {
@@ -1140,27 +1140,47 @@ async fn burst_client(
             get(addr, &format!("/burst?s={s}&n={events}"), true),
         )
         .await?;
-        check_gzip_head(&response, "text/event-stream")?;
-        let mut body = response.into_body();
-        let mut reader = EventReader::new();
-        let mut seen = 0u32;
-        while seen < events {
-            let frame = match timeout(WAIT, body.frame()).await {
-                Ok(Some(Ok(frame))) => frame,
-                Ok(other) => return Err(format!("stream {s}: ended early: {other:?}")),
-                Err(_) => return Err(format!("stream {s}: burst event {seen} never arrived")),
-            };
-            if let Ok(data) = frame.into_data() {
-                for event in reader.push(&data)? {
-                    check_event(&event, s, seen)?;
-                    seen += 1;
-                }
-            }
-        }
-        Ok(body)
+        read_burst(response, s, events, WAIT).await
     }
     .await;
-    match result {
+    hold_until_released(result, ready, release).await;
+}
+
+/// Checks the head of burst stream `s`, then reads and checks its `events` events; returns the
+/// body, still open.
+async fn read_burst(
+    response: Response<Incoming>,
+    s: u64,
+    events: u32,
+    wait: Duration,
+) -> Result<Incoming, String> {
+    check_gzip_head(&response, "text/event-stream")?;
+    let mut body = response.into_body();
+    let mut reader = EventReader::new();
+    let mut seen = 0u32;
+    while seen < events {
+        let frame = match timeout(wait, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(other) => return Err(format!("stream {s}: ended early: {other:?}")),
+            Err(_) => return Err(format!("stream {s}: burst event {seen} never arrived")),
+        };
+        if let Ok(data) = frame.into_data() {
+            for event in reader.push(&data)? {
+                check_event(&event, s, seen)?;
+                seen += 1;
+            }
+        }
+    }
+    Ok(body)
+}
+
+/// Reports the burst's outcome; a stream that got its burst stays open, silent, until released.
+async fn hold_until_released(
+    burst: Result<Incoming, String>,
+    ready: mpsc::Sender<Result<(), String>>,
+    mut release: watch::Receiver<bool>,
+) {
+    match burst {
         Ok(body) => {
             let _ = ready.send(Ok(())).await;
             // Silent: nothing more comes, and the client keeps the stream open.
@@ -1289,7 +1309,7 @@ async fn h2_burst_client(
     s: u64,
     events: u32,
     ready: mpsc::Sender<Result<(), String>>,
-    mut release: watch::Receiver<bool>,
+    release: watch::Receiver<bool>,
 ) {
     let result = async {
         let request = get(addr, &format!("http://{addr}/burst?s={s}&n={events}"), true);
@@ -1298,36 +1318,10 @@ async fn h2_burst_client(
             Ok(Err(e)) => return Err(format!("stream {s}: request failed: {e}")),
             Err(_) => return Err(format!("stream {s}: no response head in time")),
         };
-        check_gzip_head(&response, "text/event-stream")?;
-        let mut body = response.into_body();
-        let mut reader = EventReader::new();
-        let mut seen = 0u32;
-        while seen < events {
-            let frame = match timeout(long_wait(), body.frame()).await {
-                Ok(Some(Ok(frame))) => frame,
-                Ok(other) => return Err(format!("stream {s}: ended early: {other:?}")),
-                Err(_) => return Err(format!("stream {s}: burst event {seen} never arrived")),
-            };
-            if let Ok(data) = frame.into_data() {
-                for event in reader.push(&data)? {
-                    check_event(&event, s, seen)?;
-                    seen += 1;
-                }
-            }
-        }
-        Ok(body)
+        read_burst(response, s, events, long_wait()).await
     }
     .await;
-    match result {
-        Ok(body) => {
-            let _ = ready.send(Ok(())).await;
-            let _ = release.wait_for(|go| *go).await;
-            drop(body);
-        }
-        Err(e) => {
-            let _ = ready.send(Err(e)).await;
-        }
-    }
+    hold_until_released(result, ready, release).await;
 }
 
 /// Issue 11's stretch: many idle compressed SSE streams in little memory. Streams multiplexed on
