@@ -16,7 +16,8 @@ use crate::predicate::{PredicatesDebug, RequestPredicate, ResponsePredicate};
 /// every byte written so far can be decoded from what was sent, without a sync flush's 4-byte
 /// `00 00 ff ff` marker: a stream's compressor uses fixed Huffman codes while its blocks are
 /// event-sized (up to about 512 bytes per flush), and then a flush costs only the block's end;
-/// once blocks grow it switches to dynamic codes, and a flush adds a 10-bit empty block. Each
+/// once blocks grow it switches to dynamic codes, and a flush adds a 10-bit empty block (with
+/// the `miniz` backend, which cannot be asked for fixed codes, always the latter). Each
 /// flush also resets part of the compressor's lookahead, so flushing more often than needed makes
 /// the output larger.
 ///

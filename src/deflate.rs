@@ -111,7 +111,7 @@ impl DeflateState {
         }
     }
 
-    /// (input consumed, output produced) since the state was created.
+    /// (input consumed, output produced) since the state was created or last reset.
     fn totals(&self) -> (u64, u64) {
         (self.inner.total_in(), self.inner.total_out())
     }
@@ -180,7 +180,7 @@ impl DeflateState {
         }
     }
 
-    /// (input consumed, output produced) since the state was created.
+    /// (input consumed, output produced) since the state was created or last reset.
     fn totals(&self) -> (u64, u64) {
         (self.inner.total_in(), self.inner.total_out())
     }

@@ -112,7 +112,8 @@ impl GzipLayer {
     /// for 10,000 streams, a peak the allocator keeps; [measured](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#load)).
     /// A token stream pays one wake for it, cheap for a stream that young (its window is one
     /// event; [measured](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#wake-cost));
-    /// past its first stall no stream is put to sleep by the crowd. Token streams with gaps well under `idle` never hibernate mid-answer.
+    /// past its first stall no stream is put to sleep by the crowd. Token streams with gaps well
+    /// under `idle` never hibernate mid-answer.
     ///
     /// `Duration::ZERO` hibernates at every stall. With the `miniz` backend the new state cannot
     /// be primed, so output right after waking is larger (still correct).
