@@ -56,7 +56,7 @@ pub(crate) enum Flush {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Codes {
     /// Always the fixed codes (or a stored block): the cheapest flush, and as small as dynamic
-    /// codes for event-sized blocks; up to about a quarter larger for blocks of many KiB.
+    /// codes for event-sized blocks; larger for blocks of KiB (19% at 2 KiB, `FIGURES.md#streams`).
     Fixed,
     /// Whichever is smaller per block, zlib's default.
     Dynamic,

@@ -1193,6 +1193,36 @@ async fn hold_until_released(
     }
 }
 
+/// Waits for `n` burst clients to report their burst read and checked; any failure fails the test.
+async fn await_bursts(ready: &mut mpsc::Receiver<Result<(), String>>, n: u64, wait: Duration) {
+    for _ in 0..n {
+        let burst = timeout(wait, ready.recv())
+            .await
+            .expect("every burst in time")
+            .expect("a client for every stream");
+        burst.expect("burst client");
+    }
+}
+
+/// Releases the silent streams, and checks that the server lets go of every one: streams, bodies
+/// and the hibernation gauge back to 0, no panic.
+async fn release_silent_streams(
+    addr: SocketAddr,
+    release: watch::Sender<bool>,
+    mut clients: JoinSet<()>,
+) {
+    release.send_replace(true);
+    while let Some(result) = clients.join_next().await {
+        result.expect("client task panicked");
+    }
+    let after = wait_for_stats(addr, WAIT, "every stream to be released", |s| {
+        s.num("live_streams") == 0 && s.num("bodies") == 0
+    })
+    .await;
+    assert_eq!(after.num("hibernated"), 0, "the gauge is given back");
+    assert_eq!(after.num("task_panics") + after.num("hook_panics"), 0);
+}
+
 /// Issue 11, "idle means idle": every stream that sends a burst and then goes silent, with
 /// nothing polling it but the server's connection task, hibernates on its own (the idle timer
 /// wakes its task), so the server's memory per stream falls to the idle size within about
@@ -1222,13 +1252,7 @@ fn burst_then_silence_hibernates_every_stream_without_another_event() {
         for s in 0..clients {
             tasks.spawn(burst_client(addr, s, events, ready_tx.clone(), release_rx.clone()));
         }
-        for _ in 0..clients {
-            let ready = timeout(long_wait(), ready_rx.recv())
-                .await
-                .expect("every burst in time")
-                .unwrap();
-            ready.expect("burst client");
-        }
+        await_bursts(&mut ready_rx, clients, long_wait()).await;
         let busy = Stats::fetch(addr).await;
         let busy_rss = server.rss_kib();
         let silence_started = Instant::now();
@@ -1268,16 +1292,7 @@ fn burst_then_silence_hibernates_every_stream_without_another_event() {
             per_rss(slept_rss),
             started.elapsed(),
         );
-        release_tx.send_replace(true);
-        while let Some(result) = tasks.join_next().await {
-            result.expect("client task panicked");
-        }
-        let after = wait_for_stats(addr, WAIT, "every stream to be released", |s| {
-            s.num("live_streams") == 0 && s.num("bodies") == 0
-        })
-        .await;
-        assert_eq!(after.num("hibernated"), 0, "the gauge is given back");
-        assert_eq!(after.num("task_panics") + after.num("hook_panics"), 0);
+        release_silent_streams(addr, release_tx, tasks).await;
     });
     assert!(
         server.stderr().trim().is_empty(),
@@ -1375,13 +1390,7 @@ fn many_idle_streams_over_http2_hibernate_in_little_memory() {
                 ));
             }
         }
-        for _ in 0..streams {
-            let ready = timeout(long_wait() * 2, ready_rx.recv())
-                .await
-                .expect("every burst in time")
-                .unwrap();
-            ready.expect("h2 burst client");
-        }
+        await_bursts(&mut ready_rx, streams, long_wait() * 2).await;
         // Nothing is sent any more. A hang limit only detects failure.
         wait_for_stats(addr, long_wait(), "every silent stream to hibernate", |s| {
             s.num("hibernated") == streams as i64
@@ -1407,16 +1416,7 @@ fn many_idle_streams_over_http2_hibernate_in_little_memory() {
             (slept.num("heap") - base.num("heap")) as f64 / n / 1024.0,
             started.elapsed(),
         );
-        release_tx.send_replace(true);
-        while let Some(result) = tasks.join_next().await {
-            result.expect("client task panicked");
-        }
-        let after = wait_for_stats(addr, WAIT, "every stream to be released", |s| {
-            s.num("live_streams") == 0 && s.num("bodies") == 0
-        })
-        .await;
-        assert_eq!(after.num("hibernated"), 0, "the gauge is given back");
-        assert_eq!(after.num("task_panics") + after.num("hook_panics"), 0);
+        release_silent_streams(addr, release_tx, tasks).await;
         for driver in drivers {
             driver.abort();
         }
