@@ -25,7 +25,8 @@
 //!
 //! `--figures` (used by `scripts/figures.sh`): skips criterion; measures the layer with its
 //! default settings (`GzipLayer::new()`) against tower-http and flate2's one call in interleaved
-//! rounds and prints the per-run medians of the per-round ratios, plus output sizes.
+//! rounds and prints the per-run medians of the per-round ratios, plus output sizes; the rounds
+//! also drain the handler's body with no layer, for the frames' own cost.
 
 mod common;
 
@@ -439,6 +440,8 @@ fn figures() {
             Box::new(move || drain(call(&mut a, request(true)).into_body()).bytes),
             Box::new(move || drain(call(&mut t, request(true)).into_body()).bytes),
             Box::new(|| flate2_gzip(&json, LEVEL).len()),
+            // The frames alone: the handler's body drained with no layer at all.
+            Box::new(|| drain(Chunked::new(json.clone(), chunk)).bytes),
         ];
         for f in contenders.iter_mut() {
             black_box(f()); // warm-up
@@ -468,6 +471,16 @@ fn figures() {
         };
         let mbps = |i: usize| mb / common::median(&mut secs[i].clone());
         common::figure(&format!("bulk.{label}.ours_over_flate2"), ratio(2));
+        // What a layer that cost nothing per frame would reach: it still has to poll every frame
+        // (no layer's cost) and compress every byte (flate2's one call), so at best it runs at
+        // flate2 / (flate2 + no layer) of flate2's speed.
+        let mut floor: Vec<f64> = (0..rounds)
+            .map(|k| cpu_ms[2][k] / (cpu_ms[2][k] + cpu_ms[3][k]))
+            .collect();
+        common::figure(
+            &format!("bulk.{label}.frames_only_over_flate2"),
+            common::median(&mut floor),
+        );
         common::figure(&format!("bulk.{label}.ours_over_tower_http"), ratio(1));
         common::figure(&format!("bulk.{label}.ours_mbps"), mbps(0));
         common::figure(&format!("bulk.{label}.tower_http_mbps"), mbps(1));
