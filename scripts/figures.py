@@ -406,11 +406,11 @@ SECTIONS = [
             ("silent after a burst: tower-http", "shapes.tower_http.silent_kib", "kib"),
             ("after one more event: live heap per stream, ours", "shapes.ours.after_event_kib", "kib"),
             ("after one more event: tower-http", "shapes.tower_http.after_event_kib", "kib"),
-            ("bytes for that event, ours (it slept; includes the alignment before it sleeps again)", "shapes.ours.event_bytes", "b1"),
+            ("bytes for that event, ours (it slept; includes the alignment from that sleep, sent in front of it)", "shapes.ours.event_bytes", "b1"),
             ("bytes for that event, ours, `never_hibernate()`", "shapes.ours_never_hibernate.event_bytes", "b1"),
             ("bytes for that event, tower-http", "shapes.tower_http.event_bytes", "b1"),
             ("bytes for that event, slept / never slept", "shapes.ours.event_bytes_over_never_slept", "ratio3"),
-            ("bytes for that event, slept / tower-http (the same sync flush, no sleep: what the restored window is worth)", "shapes.ours.event_bytes_over_tower_http", "ratio3"),
+            ("bytes for that event, slept / tower-http (tower-http ends each event with a sync flush, ours sends the sleep's alignment in front of it: what the restored window is worth)", "shapes.ours.event_bytes_over_tower_http", "ratio3"),
         ],
     },
     {

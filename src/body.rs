@@ -593,7 +593,7 @@ impl Compressor {
             return Some(self.broken(e, obs));
         }
         if frame_done && self.flush == FlushPolicy::EveryFrame {
-            if let Err(e) = self.flush(false, obs) {
+            if let Err(e) = self.flush(obs) {
                 return Some(self.broken(e, obs));
             }
             return Some(Step::Frame(self.take_frame(obs)));
@@ -629,17 +629,17 @@ impl Compressor {
         written
     }
 
-    /// Flushes the compressor (not byte-aligned unless `align`), if it has unflushed input.
-    fn flush(&mut self, align: bool, obs: &mut Option<Box<Observer>>) -> Result<(), CompressError> {
+    /// Flushes the compressor, if it has unflushed input.
+    fn flush(&mut self, obs: &mut Option<Box<Observer>>) -> Result<(), CompressError> {
         let Some(encoder) = &mut self.encoder else {
             return Ok(());
         };
         let Some(obs) = obs else {
-            return encoder.flush(align, &mut self.output);
+            return encoder.flush(&mut self.output);
         };
         let before = self.output.len();
         let started = obs.start();
-        let flushed = encoder.flush(align, &mut self.output);
+        let flushed = encoder.flush(&mut self.output);
         obs.stop(started);
         // A flush with input behind it always emits at least the sync marker.
         if self.output.len() > before {
@@ -651,10 +651,7 @@ impl Compressor {
     /// The inner body stalled: make everything so far decodable, hand it out, then wait.
     fn stall(&mut self, cx: &mut Context<'_>, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
         if self.flush == FlushPolicy::OnStall {
-            // A stream that goes to sleep right after this flush needs a byte-aligned end: a
-            // sync flush gives both at once.
-            let align = self.sleeps_at_this_stall();
-            if let Err(e) = self.flush(align, obs) {
+            if let Err(e) = self.flush(obs) {
                 return Poll::Ready(self.broken(e, obs));
             }
         }
@@ -680,8 +677,8 @@ impl Compressor {
         }
     }
 
-    /// Whether [`hibernate_if_idle`](Self::hibernate_if_idle) will hibernate at this stall (asked
-    /// before the flush, so the flush can also align the stream).
+    /// Whether the stream goes to sleep at this stall (see
+    /// [`hibernate_if_idle`](Self::hibernate_if_idle)).
     fn sleeps_at_this_stall(&self) -> bool {
         let (Some(after), Some(encoder)) = (self.hibernate_after, &self.encoder) else {
             return false;
@@ -722,22 +719,22 @@ impl Compressor {
     /// that idles long between events is expected to again; waiting for a poll that may never come
     /// would keep the state for the whole gap), or if this is the first stall after the first
     /// data in a crowded layer (see `sleeps_at_this_stall`). Checked when the body is polled,
-    /// which the idle timer arranges (see `arm_idle_timer`). Returns whether it hibernated now;
-    /// the bytes that byte-align the stream before its state is dropped go to `output`.
+    /// which the idle timer arranges (see `arm_idle_timer`). Returns whether it hibernated now.
+    /// Falling asleep emits nothing: the alignment a new state needs is held by the encoder and
+    /// goes out with the stream's next bytes.
     fn hibernate_if_idle(&mut self) -> Result<bool, CompressError> {
         // The wait for the first data is not timed: it is not idleness (`sleeps_at_this_stall`).
         let awake = self.encoder.as_ref().is_some_and(|e| !e.is_hibernating());
         if awake && self.hibernate_after.is_some() {
             self.idle_since.get_or_insert_with(Instant::now);
         }
-        // The same rule the flush consulted, so the two never disagree.
         if !self.sleeps_at_this_stall() {
             return Ok(false);
         }
         let Some(encoder) = &mut self.encoder else {
             return Ok(false);
         };
-        let hibernated = encoder.hibernate(&mut self.output)?;
+        let hibernated = encoder.hibernate()?;
         if hibernated {
             self.woke_from_idle = false;
         }
@@ -800,7 +797,7 @@ impl Compressor {
     /// The inner body failed: flush what was compressed so it is decodable, hand it out, then the
     /// error. No gzip trailer is written, so the stream stays visibly truncated.
     fn fail(&mut self, error: BoxError, obs: &mut Option<Box<Observer>>) -> Poll<Step> {
-        if let Err(e) = self.flush(false, obs) {
+        if let Err(e) = self.flush(obs) {
             return Poll::Ready(self.broken(e, obs));
         }
         self.encoder = None;

@@ -22,7 +22,10 @@
 //! the bulk of a stream's memory) and keeps only the last window's worth of input; the next write
 //! builds a new state primed with that input as its dictionary (`deflateSetDictionary`), so
 //! back-references keep working and the ratio stays close to an uninterrupted stream. The CRC and
-//! length live here, outside deflate, and simply continue.
+//! length live here, outside deflate, and simply continue. The sync flush that aligns the stream
+//! before its state is dropped is held back: everything before it is already decodable, and
+//! nothing needs the alignment until the stream emits again, so it goes out in front of the
+//! stream's next bytes (or its end) instead of in a frame of its own when the stream falls asleep.
 //!
 //! Fixed codes for event streams: a stream's deflate state starts with fixed Huffman codes
 //! ([`Codes::Fixed`]), whose flush is the cheapest there is (no empty block after the data: see
@@ -337,6 +340,10 @@ pub(crate) struct GzipEncoder {
     /// The deflate stream ends on a byte boundary (after a sync flush, or before any output):
     /// only then can a new deflate state continue it.
     aligned: bool,
+    /// While hibernating: the output of the sync flush that aligned the stream before its state
+    /// was dropped (an empty stored block, about 5 bytes), not yet emitted; it goes out in front of
+    /// whatever the stream emits next. `None` if the stream was already aligned.
+    held_alignment: Option<Box<[u8]>>,
 }
 
 /// The input as deflate has seen it: the gzip trailer's CRC and length, and the window that primes
@@ -419,6 +426,7 @@ impl GzipEncoder {
             header_written: false,
             dirty: false,
             aligned: true,
+            held_alignment: None,
         }
     }
 
@@ -433,6 +441,7 @@ impl GzipEncoder {
         self.dirty = true;
         // Waking: the dictionary is all the input so far (a hibernating stream has none staged).
         if self.deflater.is_none() {
+            self.release_alignment(out);
             let pool = self.pool.clone();
             let deflater = Deflater::new(self.settings, pool.as_ref(), self.dictionary());
             self.deflater = Some(deflater);
@@ -471,19 +480,14 @@ impl GzipEncoder {
     /// ended and followed by an empty fixed-code block (a partial flush, 10 bits). The stream is
     /// then not byte-aligned; [`hibernate`](Self::hibernate) aligns it first.
     ///
-    /// With `align`, a sync flush instead, which also byte-aligns the stream: cheaper than a
-    /// partial flush followed by [`hibernate`](Self::hibernate)'s alignment, for a stream about
-    /// to hibernate.
-    ///
     /// Does nothing (and emits nothing) if no input arrived since the previous flush.
-    pub(crate) fn flush(&mut self, align: bool, out: &mut BytesMut) -> Result<(), CompressError> {
+    pub(crate) fn flush(&mut self, out: &mut BytesMut) -> Result<(), CompressError> {
         if !self.dirty {
             return Ok(());
         }
         if let Some(deflater) = &mut self.deflater {
-            let mode = if align { Flush::Sync } else { Flush::Partial };
-            deflater.flush(mode, &mut self.tally, out)?;
-            self.aligned = align;
+            deflater.flush(Flush::Partial, &mut self.tally, out)?;
+            self.aligned = false;
         }
         self.dirty = false;
         Ok(())
@@ -494,8 +498,12 @@ impl GzipEncoder {
         self.write_header_once(out);
         match &mut self.deflater {
             Some(deflater) => deflater.finish(&mut self.tally, out)?,
-            // Hibernating means flushed and byte-aligned: a final empty block ends the stream.
-            None => out.extend_from_slice(&FINAL_EMPTY_BLOCK),
+            // Hibernating means flushed and byte-aligned (once the held alignment is out): a
+            // final empty block ends the stream.
+            None => {
+                self.release_alignment(out);
+                out.extend_from_slice(&FINAL_EMPTY_BLOCK);
+            }
         }
         if let (Some(deflater), Some(pool)) = (self.deflater.take(), &self.pool) {
             pool.give(self.settings, deflater.compress);
@@ -508,21 +516,24 @@ impl GzipEncoder {
     }
 
     /// Drops the deflate state if everything written has been flushed and hibernation is enabled.
-    /// Returns whether the encoder is hibernating afterwards.
+    /// Returns whether the encoder is hibernating afterwards. Emits nothing.
     ///
     /// A new deflate state can only continue a stream that ends on a byte boundary, so unless it
-    /// already does, an empty stored block (a sync flush, about 5 bytes) is appended to `out`
-    /// first; those bytes must reach the client like any others.
-    pub(crate) fn hibernate(&mut self, out: &mut BytesMut) -> Result<bool, CompressError> {
+    /// already does, the state's last act is a sync flush (an empty stored block, about 5 bytes).
+    /// Those bytes are held and go out in front of the stream's next output (see the module
+    /// docs): a stream that falls asleep sends nothing.
+    pub(crate) fn hibernate(&mut self) -> Result<bool, CompressError> {
         if self.dirty || !self.settings.can_hibernate {
             return Ok(self.is_hibernating());
         }
         if let Some(mut deflater) = self.deflater.take() {
             if !self.aligned {
-                if let Err(e) = deflater.flush(Flush::Sync, &mut self.tally, out) {
+                let mut alignment = BytesMut::new();
+                if let Err(e) = deflater.flush(Flush::Sync, &mut self.tally, &mut alignment) {
                     self.deflater = Some(deflater);
                     return Err(e);
                 }
+                self.held_alignment = Some(alignment.to_vec().into_boxed_slice());
                 self.aligned = true;
             }
             // The state is about to go: its last use is to pack the window for the sleep.
@@ -551,6 +562,14 @@ impl GzipEncoder {
     /// Whether the deflate state is currently dropped.
     pub(crate) fn is_hibernating(&self) -> bool {
         self.deflater.is_none()
+    }
+
+    /// Emits the alignment [`hibernate`](Self::hibernate) held back, if any: before anything else
+    /// the stream emits after waking, and before its end.
+    fn release_alignment(&mut self, out: &mut BytesMut) {
+        if let Some(alignment) = self.held_alignment.take() {
+            out.extend_from_slice(&alignment);
+        }
     }
 
     /// The input a new deflate state is primed with: the last window's worth written so far.
@@ -968,7 +987,7 @@ mod tests {
         for i in 0..50 {
             let line = format!("data: token {i}\n\n");
             enc.write(line.as_bytes(), &mut out).unwrap();
-            enc.flush(false, &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
             sent.extend_from_slice(line.as_bytes());
             // Not a sync flush: no empty stored block, no `00 00 ff ff` marker.
             assert!(!out.ends_with(&[0, 0, 0xff, 0xff]), "sync flush marker");
@@ -982,16 +1001,16 @@ mod tests {
     fn repeated_flush_emits_at_most_one_flush_block() {
         let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
-        enc.flush(false, &mut out).unwrap();
+        enc.flush(&mut out).unwrap();
         assert!(
             out.is_empty(),
             "flush with no input emits nothing, not even the header"
         );
         enc.write(b"hello", &mut out).unwrap();
-        enc.flush(false, &mut out).unwrap();
+        enc.flush(&mut out).unwrap();
         let after_first = out.len();
-        enc.flush(false, &mut out).unwrap();
-        enc.flush(false, &mut out).unwrap();
+        enc.flush(&mut out).unwrap();
+        enc.flush(&mut out).unwrap();
         assert_eq!(out.len(), after_first);
     }
 
@@ -1023,7 +1042,7 @@ mod tests {
             let mut enc = GzipEncoder::new_unpooled(self::tests::level(level));
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
-            enc.flush(false, &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
             enc.write(&input[..1000], &mut out).unwrap();
             enc.finish(&mut out).unwrap();
             let mut expected = input.clone();
@@ -1044,7 +1063,7 @@ mod tests {
             });
             let mut out = BytesMut::new();
             enc.write(&input, &mut out).unwrap();
-            enc.flush(false, &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
             enc.write(&input, &mut out).unwrap();
             enc.finish(&mut out).unwrap();
             assert_eq!(
@@ -1092,11 +1111,11 @@ mod tests {
         for i in 0..40 {
             let event = sse_event(i);
             enc.write(event.as_bytes(), &mut out).unwrap();
-            enc.flush(false, &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
             sent.extend_from_slice(event.as_bytes());
             assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
             if i % 3 != 0 {
-                assert!(enc.hibernate(&mut out).unwrap());
+                assert!(enc.hibernate().unwrap());
                 assert!(enc.is_hibernating());
             }
         }
@@ -1109,8 +1128,8 @@ mod tests {
         let mut enc = GzipEncoder::new_unpooled(level(6));
         let mut out = BytesMut::new();
         enc.write(b"hello", &mut out).unwrap();
-        enc.flush(false, &mut out).unwrap();
-        assert!(enc.hibernate(&mut out).unwrap());
+        enc.flush(&mut out).unwrap();
+        assert!(enc.hibernate().unwrap());
         enc.finish(&mut out).unwrap();
         assert_eq!(gunzip(&out), b"hello");
     }
@@ -1121,19 +1140,19 @@ mod tests {
         let mut out = BytesMut::new();
         enc.write(b"hello", &mut out).unwrap();
         assert!(
-            !enc.hibernate(&mut out).unwrap(),
+            !enc.hibernate().unwrap(),
             "unflushed input lives in the deflate state"
         );
-        enc.flush(false, &mut out).unwrap();
-        assert!(enc.hibernate(&mut out).unwrap());
+        enc.flush(&mut out).unwrap();
+        assert!(enc.hibernate().unwrap());
 
         let mut enc = GzipEncoder::new_unpooled(EncoderSettings {
             can_hibernate: false,
             ..EncoderSettings::default()
         });
         enc.write(b"hello", &mut out).unwrap();
-        enc.flush(false, &mut out).unwrap();
-        assert!(!enc.hibernate(&mut out).unwrap());
+        enc.flush(&mut out).unwrap();
+        assert!(!enc.hibernate().unwrap());
         assert!(!enc.is_hibernating());
     }
 
@@ -1178,12 +1197,12 @@ mod tests {
             let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
             for input in &inputs {
                 fresh.write(input, &mut a).unwrap();
-                fresh.flush(false, &mut a).unwrap();
+                fresh.flush(&mut a).unwrap();
                 pooled.write(input, &mut b).unwrap();
-                pooled.flush(false, &mut b).unwrap();
+                pooled.flush(&mut b).unwrap();
                 // Hibernating hands the state back; waking takes one from the pool.
-                assert!(fresh.hibernate(&mut a).unwrap());
-                assert!(pooled.hibernate(&mut b).unwrap());
+                assert!(fresh.hibernate().unwrap());
+                assert!(pooled.hibernate().unwrap());
             }
             fresh.finish(&mut a).unwrap();
             pooled.finish(&mut b).unwrap();
@@ -1210,7 +1229,7 @@ mod tests {
     /// Writes `event`, flushes, and checks the output so far decodes to everything written.
     fn send(encoder: &mut GzipEncoder, event: &[u8], out: &mut BytesMut, sent: &mut Vec<u8>) {
         encoder.write(event, out).unwrap();
-        encoder.flush(false, out).unwrap();
+        encoder.flush(out).unwrap();
         sent.extend_from_slice(event);
         assert_eq!(gunzip_prefix(out), *sent, "decodable after each flush");
     }
@@ -1264,10 +1283,10 @@ mod tests {
         reference
             .write(&sent[..prefix], &mut reference_out)
             .unwrap();
-        reference.flush(false, &mut reference_out).unwrap();
+        reference.flush(&mut reference_out).unwrap();
         let mark = reference_out.len();
         reference.write(&json(300), &mut reference_out).unwrap();
-        reference.flush(false, &mut reference_out).unwrap();
+        reference.flush(&mut reference_out).unwrap();
         let (ours, theirs) = (after - before, reference_out.len() - mark);
         assert!(ours <= theirs + 8, "big block: {ours} B vs {theirs} B");
     }
@@ -1327,7 +1346,7 @@ mod tests {
             let mut out = BytesMut::new();
             for i in 0..200 {
                 encoder.write(sse_event(i).as_bytes(), &mut out).unwrap();
-                encoder.flush(false, &mut out).unwrap();
+                encoder.flush(&mut out).unwrap();
             }
             (codes(&encoder), out.len())
         };
@@ -1350,7 +1369,7 @@ mod tests {
         assert_eq!(codes(&stream), Codes::Fixed);
         let mut out = BytesMut::new();
         stream.write(b"data: one\n\n", &mut out).unwrap();
-        stream.flush(false, &mut out).unwrap();
+        stream.flush(&mut out).unwrap();
         stream.finish(&mut out).unwrap();
         assert_eq!(pool.idle(), 1);
         // A complete body takes it and makes it dynamic (it is fresh), and compresses exactly as
@@ -1488,7 +1507,7 @@ mod tests {
         let mut sent = Vec::new();
         for (i, event) in events.iter().enumerate() {
             enc.write(event.as_bytes(), &mut out).unwrap();
-            enc.flush(false, &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
             sent.extend_from_slice(event.as_bytes());
             assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
         }
@@ -1505,17 +1524,43 @@ mod tests {
             sync_out.len(),
             events.len()
         );
-        // Hibernating appends the alignment the next deflate state needs; decoding goes on.
+        // A partial flush leaves the stream unaligned: hibernating aligns it (a sync flush) but
+        // holds those bytes back, and the next write sends them in front of its own output.
+        assert!(enc.hibernate().unwrap());
+        let held = enc.held_alignment.as_deref().map_or(0, <[u8]>::len);
+        assert!((4..=6).contains(&held), "an empty stored block: {held} B");
         let before = out.len();
-        assert!(enc.hibernate(&mut out).unwrap());
-        assert!(
-            out.len() > before,
-            "a partial flush leaves the stream unaligned"
-        );
         enc.write(b"after waking", &mut out).unwrap();
-        enc.finish(&mut out).unwrap();
+        assert_eq!(out.len(), before + held, "the alignment goes out first");
+        assert!(enc.held_alignment.is_none());
+        enc.flush(&mut out).unwrap();
         sent.extend_from_slice(b"after waking");
+        assert_eq!(gunzip_prefix(&out), sent);
+        enc.finish(&mut out).unwrap();
         assert_eq!(gunzip(&out), sent);
+    }
+
+    #[test]
+    fn a_stream_falling_asleep_emits_nothing_and_its_end_releases_the_held_alignment() {
+        for events in [1, 3] {
+            let mut enc = GzipEncoder::new_unpooled(level(6));
+            let mut out = BytesMut::new();
+            let mut sent = Vec::new();
+            for i in 0..events {
+                let event = sse_event(i);
+                enc.write(event.as_bytes(), &mut out).unwrap();
+                enc.flush(&mut out).unwrap();
+                sent.extend_from_slice(event.as_bytes());
+            }
+            let before = out.len();
+            assert!(enc.hibernate().unwrap());
+            assert_eq!(out.len(), before, "nothing to send when falling asleep");
+            assert_eq!(gunzip_prefix(&out), sent, "still decodable without it");
+            // Hibernating again (already asleep) holds nothing more.
+            assert!(enc.hibernate().unwrap());
+            enc.finish(&mut out).unwrap();
+            assert_eq!(gunzip(&out), sent);
+        }
     }
 
     fn padded(padding: u16) -> EncoderSettings {
@@ -1574,11 +1619,11 @@ mod tests {
         for i in 0..30 {
             let event = sse_event(i);
             enc.write(event.as_bytes(), &mut out).unwrap();
-            enc.flush(false, &mut out).unwrap();
+            enc.flush(&mut out).unwrap();
             sent.extend_from_slice(event.as_bytes());
             assert_eq!(gunzip_prefix(&out), sent, "decodable after event {i}");
             if i % 2 == 0 {
-                assert!(enc.hibernate(&mut out).unwrap());
+                assert!(enc.hibernate().unwrap());
             }
         }
         enc.finish(&mut out).unwrap();
@@ -1663,27 +1708,39 @@ mod tests {
     #[cfg(feature = "zlib-rs")]
     #[test]
     fn waking_with_the_dictionary_keeps_the_ratio() {
-        // Bytes per event after the warm-up, with and without dropping the state after each event.
+        // Bytes per event after the warm-up, with and without dropping the state after each
+        // event; a woken event's bytes begin with the alignment held from the sleep before it,
+        // counted apart: the dictionary's work is the rest.
         let mut sizes = [0usize; 2];
+        let mut alignment = 0;
         for (hibernate, size) in [false, true].into_iter().zip(&mut sizes) {
             let mut enc = GzipEncoder::new_unpooled(level(6));
             let mut out = BytesMut::new();
             for i in 0..60 {
+                let held = enc.held_alignment.as_deref().map_or(0, <[u8]>::len);
                 let before = out.len();
                 enc.write(sse_event(i).as_bytes(), &mut out).unwrap();
-                enc.flush(false, &mut out).unwrap();
+                enc.flush(&mut out).unwrap();
                 if i >= 10 {
-                    *size += out.len() - before;
+                    *size += out.len() - before - held;
+                    alignment += held;
                 }
                 if hibernate {
-                    assert!(enc.hibernate(&mut out).unwrap());
+                    assert!(enc.hibernate().unwrap());
                 }
             }
+            enc.finish(&mut out).unwrap();
+            let sent: Vec<u8> = (0..60).flat_map(|i| sse_event(i).into_bytes()).collect();
+            assert_eq!(gunzip(&out), sent);
         }
         let [awake, hibernating] = sizes;
         assert!(
             hibernating as f64 <= awake as f64 * 1.10,
             "{hibernating} bytes after waking vs {awake} never hibernated"
+        );
+        assert!(
+            alignment <= 6 * 50,
+            "{alignment} B of alignment for 50 sleeps"
         );
     }
 }

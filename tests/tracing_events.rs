@@ -14,9 +14,12 @@ use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
 
-/// Every event's target, level and fields, as text.
+/// One event: its target, level and fields, as text.
+type Captured = (String, tracing::Level, Vec<(String, String)>);
+
+/// Every event, as text.
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(String, tracing::Level, Vec<(String, String)>)>>>);
+struct Capture(Arc<Mutex<Vec<Captured>>>);
 
 struct Fields(Vec<(String, String)>);
 

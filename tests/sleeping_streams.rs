@@ -1,6 +1,12 @@
-//! The crowd rule on the wire: in a layer whose streams already hold more than 64 deflate states,
-//! a new stream gives its state up at its first stall after its first event, wakes for the next
-//! one, and its client, which decodes nothing but what arrives, gets every event in lockstep.
+//! Streams that sleep (drop their deflate state), seen on the wire by a client that decodes nothing
+//! but what arrives.
+//!
+//! - The crowd rule: in a layer whose streams already hold more than 64 deflate states, a new
+//!   stream gives its state up at its first stall after its first event, wakes for the next one,
+//!   and its client gets every event in lockstep.
+//! - A burst, then silence: the stream falls asleep on its own (the idle timer) and sends nothing
+//!   when it does. The alignment its next deflate state needs goes out in the same frame as its
+//!   next event, or as part of its last frame if it ends asleep.
 //!
 //! A plain hyper server (hyper-util's auto builder over `ServiceBuilder::layer(GzipLayer)`) serves
 //! one SSE stream per request, each fed from a channel the test holds. The crowd is 64 streams over
@@ -15,6 +21,7 @@ mod wire_support;
 use std::convert::Infallible;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -128,6 +135,32 @@ async fn feed(feeds: &Feeds, n: usize) -> mpsc::Sender<Bytes> {
     .expect("the server opened the stream")
 }
 
+/// Reads data frames into `decoder` until everything in `sent` has decoded; returns how many
+/// frames that took.
+async fn read_until_decoded(
+    body: &mut Incoming,
+    decoder: &mut flate2::write::GzDecoder<Vec<u8>>,
+    sent: &[u8],
+    what: &str,
+) -> usize {
+    let mut frames = 0;
+    while decoder.get_ref().len() < sent.len() {
+        let frame = timeout(HANG, body.frame())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: never became decodable"))
+            .expect("the body ends only when the test ends it")
+            .unwrap();
+        if let Ok(data) = frame.into_data() {
+            frames += 1;
+            decoder.write_all(&data).unwrap();
+            decoder.flush().unwrap();
+        }
+        let decoded = decoder.get_ref();
+        assert_eq!(decoded[..], sent[..decoded.len()], "{what}");
+    }
+    frames
+}
+
 /// Runs the stream under test in lockstep after `crowd` streams took their first event. Returns
 /// (hibernations, wakes) counted by the layer's metrics at the end.
 async fn lockstep(proto: Proto, crowd: usize) -> (u64, u64) {
@@ -163,19 +196,13 @@ async fn lockstep(proto: Proto, crowd: usize) -> (u64, u64) {
     for (k, event) in events().into_iter().enumerate() {
         tx.send(event.clone()).await.unwrap();
         sent.extend_from_slice(&event);
-        while decoder.get_ref().len() < sent.len() {
-            let frame = timeout(HANG, body.frame())
-                .await
-                .unwrap_or_else(|_| panic!("{proto:?}: event {k} never became decodable"))
-                .expect("the body ends only when the test ends it")
-                .unwrap();
-            if let Ok(data) = frame.into_data() {
-                decoder.write_all(&data).unwrap();
-                decoder.flush().unwrap();
-            }
-            let decoded = decoder.get_ref();
-            assert_eq!(decoded[..], sent[..decoded.len()], "{proto:?}: event {k}");
-        }
+        read_until_decoded(
+            &mut body,
+            &mut decoder,
+            &sent,
+            &format!("{proto:?}: event {k}"),
+        )
+        .await;
         if k == 0 && crowd >= CROWD {
             assert_eq!(
                 metrics.hibernated_streams(),
@@ -215,4 +242,111 @@ async fn http2_a_crowded_layers_new_stream_sleeps_at_its_first_stall_and_every_e
 #[tokio::test]
 async fn http1_without_a_crowd_the_stream_keeps_its_state() {
     assert_eq!(lockstep(Proto::Http1, CROWD - 1).await, (0, 0));
+}
+
+/// What the stream does after its burst and its sleep.
+#[derive(Clone, Copy, Debug)]
+enum AfterSleep {
+    /// One more event: it wakes, and the event decodes from the first frame after the burst.
+    Event,
+    /// The handler ends the body: the member's end is the first frame after the burst.
+    End,
+}
+
+/// A burst of events in lockstep, then silence until the layer reports the stream asleep, then
+/// `after`. Returns the data frames the client received after the burst.
+async fn burst_then_silence(proto: Proto, after: AfterSleep) -> usize {
+    let metrics = GzipMetrics::new();
+    let layer = GzipLayer::new()
+        .compress_sse(true)
+        .hibernate_after(Duration::from_millis(100))
+        .metrics(metrics.clone());
+    let (running, feeds) = server(layer).await;
+    let (mut body, _sender) = open(running.addr, proto).await;
+    let tx = feed(&feeds, 0).await;
+    let mut decoder = flate2::write::GzDecoder::new(Vec::new());
+    let mut sent = Vec::new();
+    let events = events();
+    let (burst, next) = events.split_at(events.len() - 1);
+    for (k, event) in burst.iter().enumerate() {
+        tx.send(event.clone()).await.unwrap();
+        sent.extend_from_slice(event);
+        read_until_decoded(
+            &mut body,
+            &mut decoder,
+            &sent,
+            &format!("{proto:?}: event {k}"),
+        )
+        .await;
+    }
+    // Silence, until the idle timer has put the stream to sleep. A hang limit only detects
+    // failure.
+    let give_up = Instant::now() + HANG;
+    while metrics.hibernated_streams() == 0 {
+        assert!(
+            Instant::now() < give_up,
+            "{proto:?}: the silent stream never slept"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let frames = match after {
+        AfterSleep::Event => {
+            tx.send(next[0].clone()).await.unwrap();
+            sent.extend_from_slice(&next[0]);
+            let frames =
+                read_until_decoded(&mut body, &mut decoder, &sent, &format!("{proto:?}: woken"))
+                    .await;
+            assert_eq!(metrics.wakes(), 1, "{proto:?}");
+            // A stream woken after a long silence sleeps again right after the event.
+            assert_eq!(metrics.hibernations(), 2, "{proto:?}");
+            drop(tx);
+            while let Some(frame) = timeout(HANG, body.frame()).await.expect("the body ends") {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    decoder.write_all(&data).unwrap();
+                }
+            }
+            frames
+        }
+        AfterSleep::End => {
+            drop(tx);
+            let mut frames = 0;
+            while let Some(frame) = timeout(HANG, body.frame()).await.expect("the body ends") {
+                if let Ok(data) = frame.unwrap().into_data() {
+                    frames += 1;
+                    decoder.write_all(&data).unwrap();
+                }
+            }
+            assert_eq!(metrics.wakes(), 0, "{proto:?}");
+            assert_eq!(metrics.hibernations(), 1, "{proto:?}");
+            frames
+        }
+    };
+    assert_eq!(
+        decoder.finish().unwrap(),
+        sent,
+        "{proto:?}: the whole member"
+    );
+    frames
+}
+
+#[tokio::test]
+async fn http1_a_stream_falling_asleep_after_a_burst_sends_nothing_and_its_next_event_decodes_from_one_frame(
+) {
+    assert_eq!(burst_then_silence(Proto::Http1, AfterSleep::Event).await, 1);
+}
+
+#[tokio::test]
+async fn http2_a_stream_falling_asleep_after_a_burst_sends_nothing_and_its_next_event_decodes_from_one_frame(
+) {
+    assert_eq!(burst_then_silence(Proto::Http2, AfterSleep::Event).await, 1);
+}
+
+#[tokio::test]
+async fn http1_a_stream_that_ends_asleep_sends_its_end_in_one_frame() {
+    assert_eq!(burst_then_silence(Proto::Http1, AfterSleep::End).await, 1);
+}
+
+#[tokio::test]
+async fn http2_a_stream_that_ends_asleep_sends_its_end_in_one_frame() {
+    assert_eq!(burst_then_silence(Proto::Http2, AfterSleep::End).await, 1);
 }
