@@ -530,6 +530,28 @@ impl Compressor {
                 Poll::Ready(Some(Err(e))) => return self.fail(e.into(), obs),
                 Poll::Ready(Some(Ok(frame))) => frame,
             };
+            // The hot path for tiny frames: one that fits the staging buffer joins it (no deflate
+            // call, no output, so nothing to hand out either). Read through a reference: moving
+            // the frame's data out first cost more than the copy itself (`BENCHMARKS.md` §1).
+            // Only data in one slice (a `Buf` may hand its bytes out in several chunks).
+            if let Some(data) = frame.data_ref() {
+                let len = data.remaining();
+                let contiguous = data.chunk().len() == len;
+                if len != 0 && contiguous && len <= budget && self.flush == FlushPolicy::OnStall {
+                    self.end_idle();
+                    let staged = self
+                        .encoder
+                        .as_mut()
+                        .is_some_and(|encoder| encoder.try_stage(data.chunk()));
+                    if staged {
+                        budget -= len;
+                        if let Some(obs) = obs {
+                            obs.input(len, true);
+                        }
+                        continue;
+                    }
+                }
+            }
             match frame.into_data() {
                 // An empty data frame is not the end of the body (tower-http #722); it is skipped.
                 Ok(mut data) => {
@@ -544,21 +566,6 @@ impl Compressor {
                         return self.compress_whole(obs);
                     }
                     self.end_idle();
-                    // The hot path for tiny frames: one that fits the staging buffer joins it
-                    // (no deflate call, no output, so nothing to hand out either).
-                    if len <= budget && self.flush == FlushPolicy::OnStall {
-                        let staged = self
-                            .encoder
-                            .as_mut()
-                            .is_some_and(|encoder| encoder.try_stage(data.chunk()));
-                        if staged {
-                            budget -= len;
-                            if let Some(obs) = obs {
-                                obs.input(len, true);
-                            }
-                            continue;
-                        }
-                    }
                     // A frame that fits this poll's budget is compressed straight from the
                     // frame; only a larger one is kept to be compressed a slice at a time.
                     if len <= budget && data.chunk().len() == len {

@@ -587,3 +587,34 @@ fn tiny_frames_between_stalls_are_flushed_at_each_stall_and_counted() {
     assert_eq!(ended[0].bytes_in, total);
     assert!(ended[0].completed);
 }
+
+/// Review finding: a frame's data need not be one slice (a `Buf` such as `Chain` hands its bytes
+/// out in several chunks), and the tiny-frame staging path compressed only the first chunk of a
+/// frame, silently dropping the rest. Every byte must be compressed, with frames large and small.
+#[test]
+fn data_in_several_chunks_is_compressed_whole() {
+    use bytes::buf::{Buf, Chain};
+    let input = json_of_size(64 * 1024);
+    for piece in [3, 7, 40, 3000, 20_000] {
+        let frames: Vec<Result<http_body::Frame<Chain<Bytes, Bytes>>, std::convert::Infallible>> =
+            input
+                .chunks(piece)
+                .map(|c| {
+                    let (a, b) = c.split_at(c.len() / 2);
+                    Ok(http_body::Frame::data(
+                        Bytes::copy_from_slice(a).chain(Bytes::copy_from_slice(b)),
+                    ))
+                })
+                .collect();
+        let inner = StreamBody::new(futures_util::stream::iter(frames));
+        let mut body = wrap(&GzipLayer::new(), "application/json", inner);
+        let (frames, _) = drain(&mut body);
+        let decoded = gunzip(&frames.concat());
+        assert!(
+            decoded == input,
+            "pieces of {piece} bytes: {} bytes decoded of {}",
+            decoded.len(),
+            input.len()
+        );
+    }
+}
