@@ -237,6 +237,10 @@ fn run_case(stack: Stack, n: usize) {
             "SHAPE {stack:?} busy_heap_per_stream {}",
             per_stream(live_heap())
         );
+        let after_burst: Vec<u64> = streams
+            .iter()
+            .map(|s| s.received.load(Ordering::Relaxed))
+            .collect();
         // Silence: nothing is sent; only the streams' own tasks could poll them.
         tokio::time::sleep(HIBERNATE_AFTER * 4).await;
         println!(
@@ -247,6 +251,12 @@ fn run_case(stack: Stack, n: usize) {
             .iter()
             .map(|s| s.received.load(Ordering::Relaxed))
             .collect();
+        // What the streams sent while silent (a stream falling asleep need send nothing).
+        let silence_bytes: u64 = before.iter().zip(&after_burst).map(|(b, a)| b - a).sum();
+        println!(
+            "SHAPE {stack:?} silence_bytes {}",
+            silence_bytes as f64 / n as f64
+        );
         send_and_settle(&streams, last, &mut sent).await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         println!(
@@ -261,6 +271,14 @@ fn run_case(stack: Stack, n: usize) {
         println!(
             "SHAPE {stack:?} event_bytes {}",
             event_bytes as f64 / n as f64
+        );
+        let total_bytes: u64 = streams
+            .iter()
+            .map(|s| s.received.load(Ordering::Relaxed))
+            .sum();
+        println!(
+            "SHAPE {stack:?} total_bytes {}",
+            total_bytes as f64 / n as f64
         );
         drop(streams);
     });
@@ -323,31 +341,35 @@ fn main() {
             net("silent_heap_per_stream"),
             net("after_event_heap_per_stream"),
             get(&rows, "event_bytes"),
+            get(&rows, "silence_bytes"),
+            get(&rows, "total_bytes"),
         ));
     }
     println!(
         "{n} SSE streams; live heap per stream (KiB) net of the harness's own {:.1} KiB",
         get(&identity, "busy_heap_per_stream") / 1024.0
     );
-    println!("stack                  busy   silent(4x)  after 1 event  bytes for that event");
-    for (stack, busy, silent, after, bytes) in &table {
-        println!("{stack:22} {busy:6.1} {silent:10.1} {after:14.1} {bytes:12.1}");
+    println!("stack                  busy   silent(4x)  after 1 event  bytes for that event  bytes while silent  bytes in all");
+    for (stack, busy, silent, after, bytes, silence, total) in &table {
+        println!("{stack:22} {busy:6.1} {silent:10.1} {after:14.1} {bytes:20.1} {silence:19.1} {total:12.1}");
     }
     if figures {
-        for (stack, busy, silent, after, bytes) in &table {
+        for (stack, busy, silent, after, bytes, silence, total) in &table {
             let key = stack.replace('-', "_");
             common::figure(&format!("shapes.{key}.busy_kib"), *busy);
             common::figure(&format!("shapes.{key}.silent_kib"), *silent);
             common::figure(&format!("shapes.{key}.after_event_kib"), *after);
             common::figure(&format!("shapes.{key}.event_bytes"), *bytes);
+            common::figure(&format!("shapes.{key}.silence_bytes"), *silence);
+            common::figure(&format!("shapes.{key}.total_bytes"), *total);
         }
         let never = table[1].4;
         common::figure(
             "shapes.ours.event_bytes_over_never_slept",
             table[0].4 / never,
         );
-        // tower-http sync-flushes every event, as a stream about to sleep again must: the same
-        // flush, so this compares what the restored window buys.
+        // tower-http sync-flushes every event; ours sends the alignment of its sleep in front of
+        // the event: about the same bytes, so this compares what the restored window buys.
         common::figure(
             "shapes.ours.event_bytes_over_tower_http",
             table[0].4 / table[2].4,

@@ -648,7 +648,7 @@ impl Compressor {
         let started = obs.start();
         let flushed = encoder.flush(&mut self.output);
         obs.stop(started);
-        // A flush with input behind it always emits at least the sync marker.
+        // A flush with input behind it always emits something (the input's first symbol at least).
         if self.output.len() > before {
             obs.flushed();
         }
