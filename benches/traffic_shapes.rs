@@ -368,8 +368,7 @@ fn main() {
             "shapes.ours.event_bytes_over_never_slept",
             table[0].4 / never,
         );
-        // tower-http sync-flushes every event; ours sends the alignment of its sleep in front of
-        // the event: about the same bytes, so this compares what the restored window buys.
+        // tower-http sync-flushes every event.
         common::figure(
             "shapes.ours.event_bytes_over_tower_http",
             table[0].4 / table[2].4,

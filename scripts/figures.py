@@ -406,7 +406,7 @@ SECTIONS = [
             ("silent after a burst: tower-http", "shapes.tower_http.silent_kib", "kib"),
             ("after one more event: live heap per stream, ours", "shapes.ours.after_event_kib", "kib"),
             ("after one more event: tower-http", "shapes.tower_http.after_event_kib", "kib"),
-            ("bytes for that event, ours (it slept; includes the alignment from that sleep, sent in front of it)", "shapes.ours.event_bytes", "b1"),
+            ("bytes for that event, ours (it slept, and woke at the bit where it stopped)", "shapes.ours.event_bytes", "b1"),
             ("bytes for that event, ours, `never_hibernate()`", "shapes.ours_never_hibernate.event_bytes", "b1"),
             ("bytes for that event, tower-http", "shapes.tower_http.event_bytes", "b1"),
             ("bytes for that event, slept / never slept", "shapes.ours.event_bytes_over_never_slept", "ratio3"),
@@ -414,7 +414,7 @@ SECTIONS = [
             ("bytes for the whole exchange (burst, silence, one more event), per stream, ours", "shapes.ours.total_bytes", "b1"),
             ("bytes for the whole exchange, ours, `never_hibernate()`", "shapes.ours_never_hibernate.total_bytes", "b1"),
             ("bytes for the whole exchange, tower-http", "shapes.tower_http.total_bytes", "b1"),
-            ("bytes for that event, slept / tower-http (tower-http ends each event with a sync flush, ours sends the sleep's alignment in front of it: what the restored window is worth)", "shapes.ours.event_bytes_over_tower_http", "ratio3"),
+            ("bytes for that event, slept / tower-http (which ends each event with a sync flush)", "shapes.ours.event_bytes_over_tower_http", "ratio3"),
         ],
     },
     {
@@ -452,7 +452,7 @@ SECTIONS = [
             ("CPU of an ordinary event (absolute)", "idle.plain_event_us", "us2"),
             ("a young stream's wake: CPU of its second event, having slept after its first (as a token stream in a crowded layer does), minus that of a stream that kept its state (500 streams per round)", "idle.young_wake_us", "us1"),
             ("the same, as a ratio: second event after sleeping / second event", "idle.young_wake_event_over_plain_event", "ratio1"),
-            ("bytes per event, hibernating and waking around every event / never hibernating (each hibernation byte-aligns the stream first)", "idle.bytes_after_wake_over_never", "ratio3"),
+            ("bytes per event, hibernating and waking around every event / never hibernating (each sleep ends the stream with a partial flush's empty block, or pads it to a byte while it has less than a window of history)", "idle.bytes_after_wake_over_never", "ratio3"),
         ],
     },
 ]

@@ -41,9 +41,12 @@ pub(crate) const MEMORY_LEVEL: i32 = 7;
 pub(crate) enum Flush {
     /// Deflate decides what to emit.
     None,
-    /// Everything so far is decodable, but the stream does not end on a byte boundary. A
-    /// [`Codes::Fixed`] state ends the block (`Z_BLOCK`: at most the 7 end-of-block bits held
-    /// back); a dynamic one also appends an empty fixed-code block (`Z_PARTIAL_FLUSH`, 10 bits).
+    /// Ends the block (`Z_BLOCK`): everything so far is decodable only with [`Codes::Fixed`],
+    /// whose held-back bits (at most 7) are end-of-block bits. How many are held is not known.
+    Block,
+    /// Ends the block and appends an empty fixed-code block (`Z_PARTIAL_FLUSH`, 10 bits):
+    /// everything so far is decodable with any codes, at most 7 bits of that empty block are held
+    /// back, and the output shows how many (`splice`'s module docs).
     Partial,
     /// Ends the block and appends an empty stored block (`00 00 ff ff`): decodable and
     /// byte-aligned.
@@ -89,6 +92,10 @@ impl DeflateState {
     /// can wake with its window).
     pub(crate) const PRIMES: bool = true;
 
+    /// Whether a [`Flush::Partial`] ends with an empty fixed-code block and holds at most 7 bits
+    /// (so `splice` can read where the stream ends).
+    pub(crate) const PARTIAL_FLUSH_SHOWS_END: bool = true;
+
     /// A new state at `level` (0..=9) with a window of `2^window_bits` bytes (9..=15).
     pub(crate) fn new(level: u32, window_bits: u8, codes: Codes) -> Self {
         let level = level.min(9);
@@ -126,8 +133,9 @@ impl DeflateState {
         use zlib_rs::DeflateFlush;
         let flush = match flush {
             Flush::None => DeflateFlush::NoFlush,
-            // Safe with fixed codes only (see the module docs).
-            Flush::Partial if self.codes == Codes::Fixed => DeflateFlush::Block,
+            // Decodable with fixed codes only (see the module docs); the codec asks for it only
+            // then.
+            Flush::Block => DeflateFlush::Block,
             Flush::Partial => DeflateFlush::PartialFlush,
             Flush::Sync => DeflateFlush::SyncFlush,
             Flush::Finish => DeflateFlush::Finish,
@@ -169,6 +177,10 @@ impl DeflateState {
     /// miniz_oxide has no `set_dictionary`: a woken stream starts with an empty window.
     pub(crate) const PRIMES: bool = false;
 
+    /// Not relied on with miniz_oxide: a stream is padded to a byte (a sync flush) before its
+    /// state is dropped, and never spliced mid-byte.
+    pub(crate) const PARTIAL_FLUSH_SHOWS_END: bool = false;
+
     /// A new state at `level`; miniz_oxide always uses a 32 KiB window, and dynamic codes
     /// (flate2 cannot ask for fixed ones).
     pub(crate) fn new(level: u32, _window_bits: u8, _codes: Codes) -> Self {
@@ -195,7 +207,9 @@ impl DeflateState {
         use flate2::FlushCompress;
         let flush = match flush {
             Flush::None => FlushCompress::None,
-            Flush::Partial => FlushCompress::Partial,
+            // flate2 has no block flush; a miniz_oxide state never has fixed codes, so the codec
+            // never asks for one.
+            Flush::Block | Flush::Partial => FlushCompress::Partial,
             Flush::Sync => FlushCompress::Sync,
             Flush::Finish => FlushCompress::Finish,
         };

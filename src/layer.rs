@@ -88,9 +88,10 @@ impl GzipLayer {
     /// A compressed response holds a deflate state (its window and hash tables) while it is open.
     /// After a stall everything sent is decodable, so the state can be dropped and a new one,
     /// primed with the last 32 KiB of input as its dictionary, can continue the same gzip stream
-    /// when data comes again (the few bytes that byte-align the stream for it go out in front of
-    /// that data, not when the stream falls asleep): the client sees one continuous stream, and the ratio after
-    /// waking stays close to that of a stream that never slept. An idle stream then holds only
+    /// when data comes again, at the bit where the old one stopped (a stream with less than 32 KiB
+    /// of history is padded to a byte instead, about 5 bytes per sleep): the client sees one
+    /// continuous stream, and the ratio after waking stays close to that of a stream that never
+    /// slept. A stream sends nothing when it falls asleep. An idle stream then holds only
     /// that window of input, packed (deflated, a few KiB for typical text) until it wakes. Measured: [busy](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#busy-stream-memory) and
     /// [idle](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#idle-stream-memory) streams, [the cost of a wake](https://github.com/tower-gzip/tower-gzip/blob/main/FIGURES.md#wake-cost).
     ///

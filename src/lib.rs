@@ -189,6 +189,7 @@ mod negotiate;
 mod outcome;
 mod predicate;
 mod service;
+mod splice;
 
 pub mod future;
 

@@ -254,6 +254,30 @@ fn hibernating_at_every_stall_never_loses_a_byte() {
     );
 }
 
+/// The same after a full window of history (20 chunks of 2,000 bytes of JSON, each followed by a
+/// stall), so that from then on the stream wakes mid-byte where it stopped instead of being padded
+/// to a byte at each sleep (see the crate's `splice` module): random events after it,
+/// compressible or not (incompressible ones make stored blocks, whose byte alignment is the
+/// stream's own), at every level.
+#[test]
+fn hibernating_at_every_stall_after_a_full_window_never_loses_a_byte() {
+    let case = (schedule(), 0u32..=9, any::<bool>());
+    let warm_up: Vec<Event> = json_of_size(40_000)
+        .chunks(2000)
+        .flat_map(|chunk| [Event::Data(chunk.to_vec()), Event::Stall])
+        .collect();
+    run_property(
+        "hibernating_at_every_stall_after_a_full_window_never_loses_a_byte",
+        200,
+        case,
+        |(events, level, every_frame)| {
+            let mut all = warm_up.clone();
+            all.extend(events);
+            check_schedule(&all, level, every_frame)
+        },
+    );
+}
+
 fn check_schedule(events: &[Event], level: u32, every_frame: bool) -> TestCaseResult {
     let policy = if every_frame {
         FlushPolicy::EveryFrame

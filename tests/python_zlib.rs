@@ -4,6 +4,8 @@
 
 mod support;
 
+use std::time::Duration;
+
 use support::*;
 use tower_gzip::{FlushPolicy, GzipLayer};
 
@@ -86,6 +88,47 @@ fn python_zlib_decodes_each_fixed_code_event_on_arrival_and_across_the_switch() 
             assert_eq!(
                 &decoded[k], chunk,
                 "frame {k} decodes to chunk {k} on arrival"
+            );
+        }
+    }
+}
+
+/// A stream that sleeps at every stall after a full window of history wakes mid-byte where it
+/// stopped (the crate's `splice` module): its woken deflate state is started that many bits into
+/// a byte, and its first byte carries the stream's unfinished one. C zlib decodes every frame on
+/// arrival and the whole member, with token events, skewed blocks and incompressible bytes
+/// (stored blocks) after the window, at levels 0 (stored blocks only), 1, 6 and 9.
+#[test]
+fn python_zlib_decodes_a_stream_that_wakes_mid_byte_on_arrival() {
+    // A full window first, in chunks within one poll's input budget (one frame each).
+    let mut chunks: Vec<Vec<u8>> = (0..3).map(|i| json_of_size(14_000 + i)).collect();
+    for i in 0..60u64 {
+        chunks.push(match i % 4 {
+            0 => format!("data: {{\"token\":\" t{i}\"}}\n\n").into_bytes(),
+            1 => skewed(i),
+            2 => (0..(50 + i * 7))
+                .map(|k| (k.wrapping_mul(0x9e37_79b9) >> 13) as u8)
+                .collect(),
+            _ => json_of_size(300 + i as usize * 10),
+        });
+    }
+    for level in [0, 1, 6, 9] {
+        let layer = GzipLayer::new()
+            .compress_sse(true)
+            .level(level)
+            .hibernate_after(Duration::ZERO);
+        let (frames, held) = frames_with_stalls(&layer, "text/event-stream", &chunks);
+        assert_eq!(frames.len(), chunks.len() + 1);
+        assert!(
+            held.iter().all(|h| !h),
+            "level {level}: asleep after every frame"
+        );
+        let (decoded, eof) = python::decode(&frames);
+        assert!(eof, "level {level}: the gzip member is complete");
+        for (k, chunk) in chunks.iter().enumerate() {
+            assert_eq!(
+                &decoded[k], chunk,
+                "level {level}: frame {k} decodes to chunk {k} on arrival"
             );
         }
     }
