@@ -780,15 +780,22 @@ impl Deflater {
     ) -> Self {
         let mut deflater = Self::new(settings, pool);
         let offset = splicer.pending();
-        let full = history.as_ref().is_some_and(|history| history.is_full());
-        if offset > 0 && !(full && deflater.start_at(offset)) {
-            splicer.align(out);
-        }
-        if let Some(history) = history {
-            let dictionary = history.contiguous();
-            if !dictionary.is_empty() {
-                deflater.compress.set_dictionary(dictionary);
+        let (dictionary, full) = match history {
+            Some(history) => {
+                let full = history.is_full();
+                (history.contiguous(), full)
             }
+            None => (&[][..], false),
+        };
+        let mut mid_byte = offset > 0 && full && deflater.start_at(offset);
+        if !dictionary.is_empty() && !deflater.compress.set_dictionary(dictionary) && mid_byte {
+            // Unprimed, the discarded bytes would be within deflate's reach: start over, padded.
+            deflater.compress.reset();
+            deflater.compress.set_dictionary(dictionary);
+            mid_byte = false;
+        }
+        if offset > 0 && !mid_byte {
+            splicer.align(out);
         }
         splicer.start_primed_state();
         deflater

@@ -165,10 +165,11 @@ impl DeflateState {
         }
     }
 
-    /// Primes a fresh state with the input that preceded it. If the backend refuses (it should
-    /// not), the stream goes on without a dictionary: still correct, only larger for a while.
-    pub(crate) fn set_dictionary(&mut self, dictionary: &[u8]) {
-        let _ = self.inner.set_dictionary(dictionary);
+    /// Primes the state with the input that preceded it (fresh, or right after a block ends).
+    /// Returns whether it did: if the backend refuses (it should not), the stream goes on without
+    /// a dictionary, still correct, only larger for a while.
+    pub(crate) fn set_dictionary(&mut self, dictionary: &[u8]) -> bool {
+        self.inner.set_dictionary(dictionary).is_ok()
     }
 }
 
@@ -234,7 +235,9 @@ impl DeflateState {
 
     /// Not supported by miniz_oxide (see [`PRIMES`](Self::PRIMES)).
     #[allow(clippy::unused_self)] // the zlib-rs build's signature
-    pub(crate) fn set_dictionary(&mut self, _dictionary: &[u8]) {}
+    pub(crate) fn set_dictionary(&mut self, _dictionary: &[u8]) -> bool {
+        false
+    }
 }
 
 impl DeflateState {
