@@ -453,6 +453,7 @@ impl GzipEncoder {
                 self.settings,
                 self.pool.as_ref(),
                 self.tally.history.as_mut(),
+                input.len() > FIXED_CODES_BYTES_PER_FLUSH,
                 &mut self.splicer,
                 out,
             );
@@ -771,22 +772,26 @@ impl Deflater {
     /// the stream stopped, to the bit. When the stream stopped mid-byte, the state starts that
     /// far into a byte if the window is full, else the splicer pads the stream to a byte first
     /// (see `splice`).
+    ///
+    /// `bulk`: the first write alone spends the fixed-code allowance, so the state gets dynamic
+    /// codes while it is fresh (a switch later would cost a sync flush and a second priming).
     fn wake(
         settings: EncoderSettings,
         pool: Option<&Arc<StatePool>>,
         history: Option<&mut Window>,
+        bulk: bool,
         splicer: &mut Splicer,
         out: &mut BytesMut,
     ) -> Self {
         let mut deflater = Self::new(settings, pool);
+        if bulk {
+            let _ = deflater.compress.try_make_dynamic();
+        }
         let offset = splicer.pending();
-        let (dictionary, full) = match history {
-            Some(history) => {
-                let full = history.is_full();
-                (history.contiguous(), full)
-            }
-            None => (&[][..], false),
-        };
+        let dictionary = history.map_or(&[][..], Window::contiguous);
+        // Only a full window puts the discarded bytes out of deflate's reach. What was unpacked
+        // counts: a window that failed to unpack is empty.
+        let full = dictionary.len() == 1 << settings.window_bits();
         let mut mid_byte = offset > 0 && full && deflater.start_at(offset);
         if !dictionary.is_empty() && !deflater.compress.set_dictionary(dictionary) && mid_byte {
             // Unprimed, the discarded bytes would be within deflate's reach: start over, padded.
@@ -1876,6 +1881,54 @@ mod tests {
             sleeping <= awake + 50 * 3 / 2,
             "{sleeping} B sleeping after each event vs {awake} B never sleeping"
         );
+    }
+
+    /// The bytes a woken state is given and then discards (`splice::prefix_for`) are out of
+    /// deflate's reach once it is primed with a full window: input made of them, written right
+    /// after waking mid-byte, decodes exactly, at levels 1 to 9 and several window sizes.
+    #[cfg(feature = "zlib-rs")]
+    #[test]
+    fn the_discarded_bytes_are_never_referred_to() {
+        let discarded: Vec<u8> = (0..40).flat_map(|_| 0x90u8..=0x97).collect();
+        for window_bits in [9, 12, 15] {
+            for level in [1, 2, 3, 4, 5, 6, 9] {
+                let settings = EncoderSettings {
+                    level,
+                    window_bits,
+                    ..EncoderSettings::default()
+                };
+                let mut enc = GzipEncoder::new_unpooled(settings);
+                let mut out = BytesMut::new();
+                let mut sent = Vec::new();
+                let mut mid_byte_wakes = 0;
+                for i in 0..200 {
+                    let full = enc.tally.history.as_ref().is_some_and(Window::is_full);
+                    if enc.splicer.pending() > 0 && full {
+                        mid_byte_wakes += 1;
+                    }
+                    let event = if i % 3 == 2 {
+                        discarded.clone()
+                    } else {
+                        sse_event(i).into_bytes()
+                    };
+                    enc.write(&event, &mut out).unwrap();
+                    enc.flush(&mut out).unwrap();
+                    sent.extend_from_slice(&event);
+                    assert_eq!(
+                        gunzip_prefix(&out),
+                        sent,
+                        "{window_bits} bits, level {level}, event {i}"
+                    );
+                    assert!(enc.hibernate().unwrap());
+                }
+                enc.finish(&mut out).unwrap();
+                assert_eq!(gunzip(&out), sent);
+                assert!(
+                    mid_byte_wakes > 20,
+                    "{window_bits} bits, level {level}: {mid_byte_wakes}"
+                );
+            }
+        }
     }
 
     /// A young stream (less than a window of history) is padded to a byte each time it sleeps:
