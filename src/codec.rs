@@ -540,7 +540,8 @@ impl GzipEncoder {
         if let Some(mut deflater) = self.deflater.take() {
             let mut written = BytesMut::new();
             // Only a stream with a full window can wake mid-byte (see `splice`): it learns where
-            // it stopped, any other is padded to a byte here.
+            // it stopped. Any other is padded to a byte: here, unless its last flush showed where
+            // it stopped (then the splicer pads it when it wakes).
             let mid_byte = self.tally.history.as_ref().is_some_and(Window::is_full);
             let held = match deflater.held_bits(mid_byte, &mut self.splicer, &mut written) {
                 Ok(held) => held,

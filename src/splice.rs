@@ -23,8 +23,9 @@
 //!   splicer puts the stream's unfinished byte in their place, and everything after passes
 //!   through untouched: the new state's byte boundaries are the stream's.
 //! - A young stream (less than a window of history) cannot hide the discarded bytes that way, so
-//!   the splicer pads it to a byte instead, with the cheapest empty blocks that do it: as much as
-//!   the sync flush it replaces, or less.
+//!   it is padded to a byte instead: by a sync flush when it falls asleep, or, if its last flush
+//!   already showed where it stopped, by the cheapest empty blocks the splicer can write
+//!   ([`Splicer::align`]) when it wakes.
 
 use bytes::{BufMut, BytesMut};
 
