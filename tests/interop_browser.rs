@@ -62,13 +62,21 @@ run({
 /// `EventSource` on `path`: the head arrives before any event exists, then each event is
 /// dispatched to the page before the next is produced, in order and intact.
 async fn event_source_lockstep(path: &'static str, encoding: Option<&'static str>) {
+    event_source_lockstep_with(path, encoding, &openai_events(&answer_tokens())).await;
+}
+
+async fn event_source_lockstep_with(
+    path: &'static str,
+    encoding: Option<&'static str>,
+    events: &[String],
+) {
     let mut server = TestServer::with_page(&PAGE).await;
     let feed = server.feed(path);
     let scenario = path.trim_start_matches('/');
     let browser = open(&server, &format!("scenario={scenario}")).await;
     let result = async {
         let server = &mut server;
-        events_in_lockstep(server, feed, &openai_events(&answer_tokens())).await?;
+        events_in_lockstep(server, feed, events).await?;
         let exchange = check_exchange(server, path, encoding, Some(Version::HTTP_11))?;
         if !exchange
             .accept_encoding()
@@ -101,6 +109,19 @@ async fn chromium_event_source_gets_each_gzip_sse_event_in_lockstep_with_compres
 async fn chromium_event_source_decodes_a_gzip_sse_stream_that_hibernates_and_wakes_between_events()
 {
     event_source_lockstep("/sse-gzip-hibernating", Some("gzip")).await;
+}
+
+/// The same, with an answer three times as long: once the stream has a full 32 KiB window of
+/// history, each woken deflate state starts at the bit where the stream stopped (the crate's
+/// `splice` module) instead of after padding, and Chromium's inflater decodes every event on
+/// arrival.
+#[tokio::test]
+async fn chromium_event_source_decodes_a_gzip_sse_stream_that_wakes_mid_byte_between_events() {
+    let tokens: Vec<String> = (0..3).flat_map(|_| answer_tokens()).collect();
+    let events = openai_events(&tokens);
+    let bytes: usize = events.iter().map(String::len).sum();
+    assert!(bytes > 40_000, "{bytes} bytes: more than a window");
+    event_source_lockstep_with("/sse-gzip-hibernating", Some("gzip"), &events).await;
 }
 
 #[tokio::test]
