@@ -161,6 +161,21 @@ async fn read_until_decoded(
     frames
 }
 
+/// Sends `event`, then reads until everything sent so far has decoded; returns how many frames
+/// that took.
+async fn send_and_decode(
+    tx: &mpsc::Sender<Bytes>,
+    body: &mut Incoming,
+    decoder: &mut flate2::write::GzDecoder<Vec<u8>>,
+    sent: &mut Vec<u8>,
+    event: &Bytes,
+    what: &str,
+) -> usize {
+    tx.send(event.clone()).await.unwrap();
+    sent.extend_from_slice(event);
+    read_until_decoded(body, decoder, sent, what).await
+}
+
 /// Runs the stream under test in lockstep after `crowd` streams took their first event. Returns
 /// (hibernations, wakes) counted by the layer's metrics at the end.
 async fn lockstep(proto: Proto, crowd: usize) -> (u64, u64) {
@@ -193,16 +208,9 @@ async fn lockstep(proto: Proto, crowd: usize) -> (u64, u64) {
     let tx = feed(&feeds, crowd).await;
     let mut decoder = flate2::write::GzDecoder::new(Vec::new());
     let mut sent = Vec::new();
-    for (k, event) in events().into_iter().enumerate() {
-        tx.send(event.clone()).await.unwrap();
-        sent.extend_from_slice(&event);
-        read_until_decoded(
-            &mut body,
-            &mut decoder,
-            &sent,
-            &format!("{proto:?}: event {k}"),
-        )
-        .await;
+    for (k, event) in events().iter().enumerate() {
+        let what = format!("{proto:?}: event {k}");
+        send_and_decode(&tx, &mut body, &mut decoder, &mut sent, event, &what).await;
         if k == 0 && crowd >= CROWD {
             assert_eq!(
                 metrics.hibernated_streams(),
@@ -269,15 +277,8 @@ async fn burst_then_silence(proto: Proto, after: AfterSleep) -> usize {
     let events = events();
     let (burst, next) = events.split_at(events.len() - 1);
     for (k, event) in burst.iter().enumerate() {
-        tx.send(event.clone()).await.unwrap();
-        sent.extend_from_slice(event);
-        read_until_decoded(
-            &mut body,
-            &mut decoder,
-            &sent,
-            &format!("{proto:?}: event {k}"),
-        )
-        .await;
+        let what = format!("{proto:?}: event {k}");
+        send_and_decode(&tx, &mut body, &mut decoder, &mut sent, event, &what).await;
     }
     // Silence, until the idle timer has put the stream to sleep. A hang limit only detects
     // failure.
@@ -291,11 +292,9 @@ async fn burst_then_silence(proto: Proto, after: AfterSleep) -> usize {
     }
     let frames = match after {
         AfterSleep::Event => {
-            tx.send(next[0].clone()).await.unwrap();
-            sent.extend_from_slice(&next[0]);
+            let what = format!("{proto:?}: woken");
             let frames =
-                read_until_decoded(&mut body, &mut decoder, &sent, &format!("{proto:?}: woken"))
-                    .await;
+                send_and_decode(&tx, &mut body, &mut decoder, &mut sent, &next[0], &what).await;
             assert_eq!(metrics.wakes(), 1, "{proto:?}");
             // A stream woken after a long silence sleeps again right after the event.
             assert_eq!(metrics.hibernations(), 2, "{proto:?}");
